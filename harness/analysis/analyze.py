@@ -1,0 +1,50 @@
+"""``analyze(plan)``: every host-derived count for an ExecutionPlan, as Figures.
+
+Runs on the host in untimed passes over a synthetic batch of the plan's shape (values do not
+change what is saved or counted). The model is prepared exactly as the device prepares it.
+"""
+import torch
+
+from ..executor import prepare_model
+from ..units import Figure, Source
+from .counts import analytic_counts
+from .flops import count_flops
+from .saved import measure_saved
+
+HOOKS = "saved-tensor hooks, storages counted once; untimed host pass"
+FLOP_COUNTER = "torch.utils.flop_counter on the executed graph; untimed host pass"
+
+
+def _batch(plan):
+    r, b = plan["data"]["resolution"], plan["schedule"]["batch"]
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(b, 3, r, r, generator=gen), torch.zeros(b, dtype=torch.long)
+
+
+def prepared_model(plan):
+    return prepare_model(plan)[0]
+
+
+def analyze(plan):
+    """Nested dict of Figures: params, counts, ``analytic_backward`` and ``memory_bytes`` by
+    convention, measured saved bytes and counted FLOPs. All per batch of the plan's batch size."""
+    x, y = _batch(plan)
+    counts = analytic_counts(prepared_model(plan), plan, x)
+    saved = measure_saved(prepared_model(plan), x, y)
+    flops = count_flops(prepared_model(plan), x, y)
+    analytic = Source.ANALYTIC
+    return {
+        "params": Figure(counts["params"], "count", analytic, per="model"),
+        "trainable_params": Figure(counts["trainable_params"], "count", analytic, per="model"),
+        "forward_macs": Figure(counts["forward_macs"], "MAC", analytic),
+        "analytic_backward": {
+            "exact_backward_macs": Figure(counts["exact_backward_macs"], "MAC", analytic)},
+        "memory_bytes": {
+            "saved_inputs_fp32": Figure(counts["saved_inputs_fp32"], "bytes", analytic)},
+        "measured_saved_bytes": Figure(saved["saved_bytes"], "bytes", Source.MEASURED, how=HOOKS),
+        "measured_saved_with_params_bytes": Figure(saved["with_params_bytes"], "bytes",
+                                                   Source.MEASURED, how=HOOKS),
+        "counted_forward_flops": Figure(flops["forward"], "FLOP", Source.MEASURED, how=FLOP_COUNTER),
+        "counted_backward_flops": Figure(flops["backward"], "FLOP", Source.MEASURED,
+                                         how=FLOP_COUNTER),
+    }

@@ -1,0 +1,209 @@
+"""The ``odt-bench`` command line: run, analyze, report, pretrain.
+
+Exit codes: 0 every cell ok; 1 some cells failed (their records and all others are kept);
+2 bad input (unknown name, bad plan, unreadable file); 130 interrupted (finished cells kept).
+"""
+import argparse
+import datetime
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import registry
+from .cache import ArtifactCache
+from .job import JobError
+from .journal import Journal, JournalError, read_journal
+from .plan import PlanError, jobs_from, load_plan, plan_names
+
+EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+CELL_FLAGS = (("data", str), ("resolution", int), ("batch", int), ("steps", int), ("warmup", int),
+              ("seed", int), ("lr", float), ("threads", int), ("timeout_s", float),
+              ("checkpoint", str))
+log = logging.getLogger("odt_bench")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _method_flags():
+    flags = {}
+    for name in registry.names(registry.METHODS):
+        for param, (kind, help_text) in registry.load(registry.METHODS, name).params.items():
+            flags[param] = (kind, "%s: %s" % (name, help_text))
+    return flags
+
+
+def _add_cell_flags(parser):
+    group = parser.add_argument_group("a single cell (instead of a plan)")
+    group.add_argument("--model", help="model name: mbv2-w0.35, mcunet-5fps, proxyless-w0.3")
+    group.add_argument("--method", help="method name")
+    for name, kind in CELL_FLAGS:
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
+    for param, (kind, help_text) in sorted(_method_flags().items()):
+        group.add_argument("--" + param, dest="param_" + param, type=kind, help=help_text)
+
+
+def _adhoc_jobs(args, forced=None):
+    """Jobs for the single cell the flags describe (``forced``: fields set by the command)."""
+    if not args.model or not args.method:
+        raise UsageError("a single cell needs both --model and --method")
+    defaults = {name: getattr(args, name) for name, _ in CELL_FLAGS if getattr(args, name) is not None}
+    defaults.update(forced or {})
+    params = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
+    doc = {"defaults": defaults, "methods": {args.method: params},
+           "cells": [{"model": args.model, "method": args.method}]}
+    return jobs_from(doc, "command line")
+
+
+def _target(name, cache):
+    return registry.load(registry.TARGETS, name)(cache=cache)
+
+
+def _latest_journal(results, target, plan):
+    found = sorted((Path(results) / target).glob(plan + "-*.jsonl"))
+    if not found:
+        raise UsageError("--resume: no journal of plan %r in %s" % (plan, Path(results) / target))
+    return found[-1]
+
+
+def cmd_run(args):
+    if args.model or args.method:
+        jobs, plan_name = _adhoc_jobs(args), "adhoc"
+    else:
+        given = [name for name, _ in CELL_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise UsageError("--%s describes a single cell; give --model and --method too, "
+                             "or put it in the plan" % given[0].replace("_", "-"))
+        plan = load_plan(args.plan)
+        jobs, plan_name = list(plan.jobs), plan.name
+    if args.dry_run:
+        for job in jobs:
+            print("%s  %s  %s  %s@%d  b%d  steps=%d warmup=%d" % (
+                job.cell_id, job.model, job.label, job.data, job.resolution, job.batch, job.steps,
+                job.warmup))
+        print("%d cells" % len(jobs))
+        return EXIT_OK
+    cache = ArtifactCache(args.cache)
+    target = _target(args.target, cache)
+    done = set()
+    if args.resume:
+        path = (_latest_journal(args.results, args.target, plan_name) if args.resume == "latest"
+                else Path(args.resume))
+        records, problems = read_journal(path)
+        for problem in problems:
+            log.warning("%s", problem)
+        done = {r["cell_id"] for r in records if r["status"] == "ok" and r["target"] == args.target}
+    else:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = Path(args.results) / args.target / ("%s-%s.jsonl" % (plan_name, stamp))
+    from .runner import Runner
+
+    target.open()
+    try:
+        summary = Runner(target, cache, Journal(path), path.stem, plan_name).run(jobs, done)
+    finally:
+        target.close()
+    log.info("%d ok, %d failed, %d already done; journal: %s", summary.ok, summary.failed,
+             summary.skipped, path)
+    if args.report:
+        _render([path], args.report)
+    return EXIT_CELLS_FAILED if summary.failed else EXIT_OK
+
+
+def _render(paths, out_dir):
+    from .report import render
+    from .results import load, long_table
+
+    records, problems = load(paths)
+    for problem in problems:
+        log.warning("%s", problem)
+    if not records:
+        raise UsageError("no valid records in %s" % ", ".join(map(str, paths)))
+    report = render(long_table(records), Path(out_dir), [str(p) for p in paths])
+    log.info("report: %s", report)
+    return report
+
+
+def cmd_report(args):
+    _render(args.journals, args.output)
+    return EXIT_OK
+
+
+def cmd_analyze(args):
+    from .analysis import analyze
+    from .compile import compile_job
+
+    (job,) = _adhoc_jobs(args)
+    result = analyze(compile_job(job, ArtifactCache(args.cache)))
+    out = {"model": job.model, "method": job.method, "method_params": job.method_params,
+           "resolution": job.resolution, "batch": job.batch}
+    for name, fig in result.items():
+        out[name] = ({k: v.to_json() for k, v in fig.items()} if isinstance(fig, dict)
+                     else fig.to_json())
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        for name, fig in sorted(out.items()):
+            print("%-34s %s" % (name, fig))
+    return EXIT_OK
+
+
+def cmd_pretrain(args):
+    from .pretrain import pretrain
+
+    from suites import models
+
+    models.spec(args.model)
+    print(pretrain(args.model, args.resolution, ArtifactCache(args.cache), epochs=args.epochs))
+    return EXIT_OK
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="odt-bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--cache", help="artifact cache directory (default $ODT_BENCH_CACHE or "
+                                        "~/.cache/odt-bench)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a plan (or one cell) on a target")
+    run.add_argument("--plan", default="default", help="plan name (%s) or TOML path" % ", ".join(plan_names()))
+    run.add_argument("--target", default="local", help="target name (default: local)")
+    run.add_argument("--results", default="results", help="results directory (default: results)")
+    run.add_argument("--resume", nargs="?", const="latest", metavar="JOURNAL",
+                     help="continue a journal (default: the plan's latest), skipping finished cells")
+    run.add_argument("--dry-run", action="store_true", help="list the cells and stop")
+    run.add_argument("--report", metavar="DIR", help="render a report of this run into DIR")
+    _add_cell_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    analyze = sub.add_parser("analyze", help="counts and saved bytes of one cell (no timing)")
+    _add_cell_flags(analyze)
+    analyze.add_argument("--json", action="store_true", help="print one JSON object")
+    analyze.set_defaults(func=cmd_analyze)
+
+    report = sub.add_parser("report", help="render a report from journals")
+    report.add_argument("journals", nargs="+", help="journal files or directories")
+    report.add_argument("-o", "--output", required=True, help="output directory")
+    report.set_defaults(func=cmd_report)
+
+    pre = sub.add_parser("pretrain", help="pre-train a backbone on the source classes (cached)")
+    pre.add_argument("--model", required=True)
+    pre.add_argument("--resolution", type=int, default=64)
+    pre.add_argument("--epochs", type=int, default=4)
+    pre.set_defaults(func=cmd_pretrain)
+    return parser
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, PlanError, JobError, JournalError, KeyError) as exc:
+        print("odt-bench: error: %s" % (exc.args[0] if isinstance(exc, KeyError) else exc),
+              file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("odt-bench: interrupted; finished cells are in the journal", file=sys.stderr)
+        return EXIT_INTERRUPTED

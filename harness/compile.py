@@ -1,0 +1,80 @@
+"""Host compiles: a Job becomes a fully resolved, language-neutral ExecutionPlan (plain JSON).
+
+The plan holds the model as data (its architecture spec), the per-layer UpdatePlan, the numeric
+format, data and checkpoint by content hash, the step schedule, seeds and their derivation.
+"""
+import logging
+from pathlib import Path
+
+import torch
+
+from suites import models
+from suites.data import NAMES as DATA_NAMES
+from suites.methods import layer_table
+
+from . import registry
+from .cache import ArtifactCache
+from .job import Job, JobError
+from .pretrain import dataset_artifacts, pretrain
+
+log = logging.getLogger(__name__)
+FORMAT = "odt-bench/execution-plan"
+VERSION = 1
+SYNTHETIC_CLASSES = 10
+SEED_DERIVATION = "init = seed (model init, head init); data = seed + 1 (batch order, synthetic tensors)"
+
+
+def _user_checkpoint(path, cache):
+    path = Path(path)
+    if not path.is_file():
+        raise JobError("checkpoint file %s does not exist" % path)
+    try:
+        torch.load(path, weights_only=True)
+    except Exception as exc:
+        raise JobError("checkpoint file %s cannot be loaded with weights_only=True: %s" % (path, exc))
+    return cache.put_file(path)
+
+
+def _data(job: Job, cache: ArtifactCache):
+    """(data spec, checkpoint sha or None)."""
+    if job.data == "synthetic":
+        return {"kind": "synthetic", "name": job.data, "resolution": job.resolution,
+                "num_classes": SYNTHETIC_CLASSES}, None
+    if job.data == "mnist5k-transfer":
+        target = dataset_artifacts(cache)["target"]
+        if job.checkpoint:
+            checkpoint = _user_checkpoint(job.checkpoint, cache)
+        else:
+            checkpoint = pretrain(job.model, job.resolution, cache)
+        return {"kind": "image-transfer", "name": job.data, "artifact": target,
+                "resolution": job.resolution, "num_classes": 5}, checkpoint
+    raise JobError("unknown data %r; known: %s" % (job.data, ", ".join(DATA_NAMES)))
+
+
+def compile_job(job: Job, cache: ArtifactCache) -> dict:
+    method, params = registry.method_with_params(job.method, job.method_params)
+    spec = models.spec(job.model)
+    data, checkpoint = _data(job, cache)
+    layers = layer_table(models.build(spec, data["num_classes"]))
+    try:
+        update_plan = method.plan(layers, **params)
+    except ValueError as exc:
+        raise JobError(str(exc))
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "cell_id": job.cell_id,
+        "model": {"name": job.model, "spec": spec, "num_classes": data["num_classes"]},
+        "method": {"name": job.method, "params": params},
+        "update_plan": update_plan,
+        "ops": job.ops,
+        "numeric": "fp32",
+        "data": data,
+        "checkpoint": checkpoint,
+        "schedule": {"batch": job.batch, "warmup": job.warmup, "steps": job.steps, "lr": job.lr,
+                     "momentum": 0.0},
+        "seeds": {"seed": job.seed, "init": job.seed, "data": job.seed + 1,
+                  "derivation": SEED_DERIVATION},
+        "threads": job.threads,
+        "mode": job.mode,
+    }

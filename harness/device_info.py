@@ -1,0 +1,65 @@
+"""What a Python device knows about itself: the fingerprint and memory readings (device side).
+
+Linux files are read where they exist; anything unreadable is ``None`` with no guessing.
+"""
+import os
+import platform
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _cpu_model():
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if line.split(":")[0].strip() in ("model name", "Model", "Hardware"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def status_bytes(field):
+    """A ``VmRSS``/``VmHWM``-style field of /proc/self/status in bytes, or None."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def reset_peak_rss():
+    """Reset this process's RSS high-water mark (Linux: write 5 to clear_refs); True on success."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def mem_total_bytes():
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def describe():
+    import torch
+
+    return {
+        "board": platform.machine(),
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_capacity_bytes": mem_total_bytes(),
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_config": torch.__config__.show(),
+        "torch_parallel": torch.__config__.parallel_info(),
+    }

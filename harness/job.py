@@ -1,0 +1,76 @@
+"""The Job: one cell of a plan, frozen and validated; its cell id hashes what is measured.
+
+Execution settings (target, threads, warm-up, timeout) are recorded but not hashed, so the same
+cell measured on two targets shares one id and reports can pivot on it.
+"""
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Optional
+
+MODES = ("performance", "energy")
+OPS = ("stock",)
+MEASURED_FIELDS = ("model", "method", "method_params", "data", "checkpoint", "resolution", "batch",
+                   "steps", "seed", "lr", "ops", "mode")
+
+
+class JobError(ValueError):
+    """A job field is invalid; the message names the field and what to do."""
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    method: str
+    data: str = "synthetic"
+    resolution: int = 128
+    batch: int = 1
+    steps: int = 20
+    warmup: int = 5
+    seed: int = 0
+    lr: float = 0.01
+    threads: int = 1
+    ops: str = "stock"
+    mode: str = "performance"
+    timeout_s: float = 600.0
+    checkpoint: Optional[str] = None
+    method_params: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("resolution", "batch", "steps", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise JobError("job field %r must be a positive integer, got %r" % (name, value))
+        for name in ("warmup", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise JobError("job field %r must be a non-negative integer, got %r" % (name, value))
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            raise JobError("job field 'lr' must be a positive number, got %r" % (self.lr,))
+        if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
+            raise JobError("job field 'timeout_s' must be positive seconds, got %r" % (self.timeout_s,))
+        if self.ops not in OPS:
+            raise JobError("job field 'ops' is %r; known: %s" % (self.ops, ", ".join(OPS)))
+        if self.mode not in MODES:
+            raise JobError("job field 'mode' is %r; known: %s" % (self.mode, ", ".join(MODES)))
+        object.__setattr__(self, "method_params", dict(sorted(dict(self.method_params).items())))
+
+    @property
+    def cell_id(self) -> str:
+        measured = {k: getattr(self, k) for k in MEASURED_FIELDS}
+        blob = json.dumps(measured, sort_keys=True, separators=(",", ":"))
+        return "c" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """Method with its parameters, e.g. ``bp-last-k(k=6)``."""
+        if not self.method_params:
+            return self.method
+        return "%s(%s)" % (self.method, ",".join("%s=%s" % kv for kv in self.method_params.items()))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "Job":
+        return cls(**d)

@@ -1,0 +1,49 @@
+"""Targets and methods by name, through entry points (``odt_bench.targets``, ``odt_bench.methods``).
+
+No harness module imports a driver: a new board or method is a package that declares an entry
+point. Unknown names raise ``UnknownName`` listing the valid ones.
+"""
+from importlib.metadata import entry_points
+
+TARGETS = "odt_bench.targets"
+METHODS = "odt_bench.methods"
+
+
+class UnknownName(KeyError):
+    def __str__(self):
+        return self.args[0]
+
+
+def names(group):
+    return sorted({ep.name for ep in entry_points(group=group)})
+
+
+def load(group, name):
+    """The object registered as ``name`` in ``group``."""
+    for ep in entry_points(group=group):
+        if ep.name == name:
+            return ep.load()
+    what = {TARGETS: "target", METHODS: "method"}.get(group, group)
+    known = names(group)
+    hint = ", ".join(known) if known else "none (is odt-bench installed? pip install -e .)"
+    raise UnknownName("unknown %s %r; known %ss: %s" % (what, name, what, hint))
+
+
+def method_with_params(name, params):
+    """``(method, params)``: the method ``name`` and ``params`` checked against what it declares."""
+    from .job import JobError
+
+    method = load(METHODS, name)()
+    declared = method.params
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise JobError("method %r has no parameter %s; its parameters: %s"
+                       % (name, ", ".join(map(repr, unknown)), ", ".join(declared) or "none"))
+    missing = sorted(set(declared) - set(params))
+    if missing:
+        raise JobError("method %r needs parameter %r (%s)" % (name, missing[0], declared[missing[0]][1]))
+    for key, (kind, _) in declared.items():
+        if not isinstance(params[key], kind) or isinstance(params[key], bool):
+            raise JobError("method %r parameter %r must be %s, got %r"
+                           % (name, key, kind.__name__, params[key]))
+    return method, dict(params)

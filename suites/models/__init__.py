@@ -1,0 +1,55 @@
+"""Model registry: architecture specs by name, and building a ``torch.nn`` model from a spec.
+
+A spec is plain JSON-able data (see ``tiny_models.json``) so that it can travel inside an
+ExecutionPlan; ``build(spec, num_classes)`` is what a device runs to get the model.
+"""
+import json
+import os
+
+from .mbconv import MBConvNet, convs
+
+_TINY = os.path.join(os.path.dirname(__file__), "tiny_models.json")
+_BUILDERS = {"mbconv": MBConvNet}
+
+
+class UnknownModel(KeyError):
+    def __str__(self):
+        return self.args[0]
+
+
+def _tiny():
+    with open(_TINY) as f:
+        return json.load(f)
+
+
+def names():
+    """Registered model names, sorted."""
+    return sorted(_tiny()["models"])
+
+
+def spec(name):
+    """The architecture spec of model ``name`` (a fresh dict, with its ``family``)."""
+    models = _tiny()["models"]
+    if name not in models:
+        raise UnknownModel("unknown model %r; known models: %s" % (name, ", ".join(sorted(models))))
+    return dict(models[name], family="mbconv", name=name)
+
+
+def published_counts(name):
+    return _tiny()["published_counts"][name]
+
+
+def sparse_update_schemes(name):
+    return _tiny()["sparse_update_schemes"].get(name, {})
+
+
+def build(model_spec, num_classes):
+    """Build the ``nn.Module`` described by ``model_spec`` with a ``num_classes`` classifier."""
+    family = model_spec.get("family")
+    if family not in _BUILDERS:
+        raise ValueError("model spec has unknown family %r; known: %s" % (family, sorted(_BUILDERS)))
+    return _BUILDERS[family](model_spec, num_classes)
+
+
+__all__ = ["build", "convs", "names", "spec", "published_counts", "sparse_update_schemes",
+           "UnknownModel"]

@@ -1,0 +1,1 @@
+"""Target drivers (one module per kind of device), found by the harness through entry points."""
