@@ -62,4 +62,5 @@ def describe():
         "torch_threads": torch.get_num_threads(),
         "torch_config": torch.__config__.show(),
         "torch_parallel": torch.__config__.parallel_info(),
+        "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
     }

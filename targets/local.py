@@ -1,5 +1,9 @@
 """The local CPU target: every job runs in a fresh ``python -m harness.agent`` subprocess.
 
+glibc's malloc raises its mmap threshold dynamically, after which freed step memory stays on the
+heap and the RSS high-water mark no longer shows a step's transient peak; the child runs with the
+threshold fixed (``MALLOC_MMAP_THRESHOLD_``, recorded in the device description) so it does.
+
 The child gets its own process group; on a timeout, a crash or any failure the whole group is
 killed, so no training is left running. Its stderr is kept (the last 8 KiB) for error messages.
 """
@@ -16,6 +20,7 @@ from harness.session import Session
 from harness.target import DeviceRun, TargetError
 
 STDERR_TAIL = 8192
+MMAP_THRESHOLD = str(64 * 1024)
 
 
 class PipeTransport:
@@ -25,8 +30,9 @@ class PipeTransport:
         self.proc = proc
         self.lines = queue.Queue()
         self.stderr = collections.deque(maxlen=STDERR_TAIL)
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
         threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._stderr_reader.start()
 
     def _read_stdout(self):
         for line in iter(self.proc.stdout.readline, ""):
@@ -51,6 +57,8 @@ class PipeTransport:
             raise TimeoutError
 
     def stderr_tail(self):
+        """The child's last stderr output; call after it has ended."""
+        self._stderr_reader.join(timeout=5)
         return "".join(self.stderr)
 
 
@@ -65,6 +73,7 @@ class LocalTarget:
 
     def _spawn(self):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD)
         return subprocess.Popen(
             [self.python, "-m", "harness.agent", "--artifacts", str(self.cache.objects)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -89,7 +98,10 @@ class LocalTarget:
         finally:
             _kill_group(proc)
             for stream in (proc.stdin, proc.stdout, proc.stderr):
-                stream.close()
+                try:
+                    stream.close()
+                except OSError:
+                    pass  # unflushed input to a dead child
 
     def open(self):
         def talk(session):

@@ -1,0 +1,10 @@
+"""Small builders shared by the tests (real objects, no mocks)."""
+from harness.cache import ArtifactCache
+from harness.compile import compile_job
+from harness.job import Job
+
+
+def plan_for(model="mbv2-w0.35", method="full", resolution=128, batch=1, **kw):
+    params = kw.pop("method_params", {"k": 6} if method == "bp-last-k" else {})
+    job = Job(model=model, method=method, resolution=resolution, batch=batch, method_params=params, **kw)
+    return compile_job(job, ArtifactCache())
