@@ -27,6 +27,27 @@ class UsageError(Exception):
     pass
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+def _setup_logging():
+    if not log.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def _method_flags():
     flags = {}
     for name in registry.names(registry.METHODS):
@@ -196,7 +217,7 @@ def build_parser():
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _setup_logging()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -207,3 +228,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("odt-bench: interrupted; finished cells are in the journal", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

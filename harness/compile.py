@@ -3,7 +3,6 @@
 The plan holds the model as data (its architecture spec), the per-layer UpdatePlan, the numeric
 format, data and checkpoint by content hash, the step schedule, seeds and their derivation.
 """
-import logging
 from pathlib import Path
 
 import torch
@@ -17,7 +16,6 @@ from .cache import ArtifactCache
 from .job import Job, JobError
 from .pretrain import dataset_artifacts, pretrain
 
-log = logging.getLogger(__name__)
 FORMAT = "odt-bench/execution-plan"
 VERSION = 1
 SYNTHETIC_CLASSES = 10

@@ -14,7 +14,7 @@ from suites.train import Trainer, accuracy
 
 from .cache import ArtifactCache
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("odt_bench.pretrain")
 DATASET_RECIPE = {"what": "dataset", "name": "mnist5k-transfer", "version": 1}
 
 

@@ -1,0 +1,182 @@
+"""The odt-bench command line end to end: real agent subprocesses, real journals, real reports."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+from harness.journal import Journal, read_journal
+from harness.plan import jobs_from
+from harness.runner import Runner
+from targets.local import LocalTarget
+
+SMALL = """
+[defaults]
+resolution = 32
+steps = 2
+warmup = 1
+[methods.bp-last-k]
+k = 2
+[[cells]]
+model = "mbv2-w0.35"
+method = ["last-layer", "bp-last-k"]
+"""
+
+
+def _journal_records(results):
+    (path,) = sorted(results.rglob("*.jsonl"))
+    return path, read_journal(path)[0]
+
+
+def _run(*args):
+    return main(["run", *args])
+
+
+def test_quick_plan_runs_end_to_end_and_renders_a_report(tmp_path):
+    results, report = tmp_path / "results", tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--plan", "quick", "--results",
+                           str(results), "--report", str(report)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "[8/8]" in proc.stderr and "ETA" in proc.stderr
+    path, records = _journal_records(results / "local")
+    assert len(records) == 8 and all(r["status"] == "ok" for r in records)
+    record = records[0]
+    for key in ("measured_saved_bytes", "counted_backward_flops", "memory_bytes.saved_inputs_fp32",
+                "analytic_backward.exact_backward_macs", "train_peak_bytes", "energy_j"):
+        assert record["measurement"]["figures"][key]["source"] in ("measured", "analytic")
+    assert record["measurement"]["figures"]["energy_j"]["value"] is None
+    assert all(isinstance(v, int) for v in record["measurement"]["samples"]["step_ns"])
+    assert record["provenance"]["packages"]["torch"] and record["artifacts"] is not None
+    real = [r for r in records if r["job"]["data"] == "mnist5k-transfer"]
+    assert all(r["artifacts"]["checkpoint"] and r["artifacts"]["dataset"] for r in real)
+    assert all(0 <= r["measurement"]["figures"]["accuracy_after"]["value"] <= 1 for r in real)
+    text = (report / "report.md").read_text()
+    for png in re.findall(r"\]\(([^)]+\.png)\)", text):
+        assert (report / png).read_bytes().startswith(b"\x89PNG")
+    # the same results render to identical bytes
+    again = tmp_path / "again"
+    assert main(["report", str(path), "-o", str(again)]) == 0
+    for f in report.iterdir():
+        assert (again / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--model", "resnet-9000", "--method", "full"], "unknown model 'resnet-9000'; known models"),
+    (["--model", "mbv2-w0.35", "--method", "magic"], "unknown method 'magic'; known methods"),
+    (["--model", "mbv2-w0.35", "--method", "bp-last-k"], "needs parameter 'k'"),
+    (["--plan", "nope"], "unknown plan 'nope'; known plans"),
+    (["--target", "pi-9", "--model", "mbv2-w0.35", "--method", "full"], "unknown target 'pi-9'; known targets: local"),
+    (["--steps", "3"], "--steps describes a single cell"),
+])
+def test_bad_input_exits_2_naming_the_thing(args, text, capsys, tmp_path):
+    assert _run("--results", str(tmp_path), *args) == 2
+    assert text in capsys.readouterr().err
+
+
+def test_dry_run_lists_cells(capsys):
+    assert _run("--plan", "default", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "16 cells" in out and "bp-last-k(k=6)" in out
+
+
+def test_a_hanging_cell_fails_and_the_run_goes_on(tmp_path, capsys):
+    plan = tmp_path / "p.toml"
+    plan.write_text(SMALL + '[[cells]]\nmodel = "mcunet-5fps"\nmethod = "full"\ntimeout_s = 0.2\n')
+    assert _run("--plan", str(plan), "--results", str(tmp_path)) == 1
+    _, records = _journal_records(tmp_path)
+    assert [r["status"] for r in records] == ["ok", "ok", "failed"]
+    assert records[2]["error"]["failure"] == "timeout"
+    assert "FAILED (timeout)" in capsys.readouterr().err
+
+
+def test_resume_skips_finished_cells(tmp_path):
+    first = tmp_path / "first.toml"
+    first.write_text(SMALL.replace('["last-layer", "bp-last-k"]', '"last-layer"'))
+    both = tmp_path / "both.toml"
+    both.write_text(SMALL)
+    assert _run("--plan", str(first), "--results", str(tmp_path)) == 0
+    path, records = _journal_records(tmp_path)
+    assert _run("--plan", str(both), "--resume", str(path), "--results", str(tmp_path)) == 0
+    _, records = _journal_records(tmp_path)
+    assert [r["job"]["method"] for r in records] == ["last-layer", "bp-last-k"]
+
+
+def test_resume_of_a_missing_journal_is_a_clear_error(tmp_path, capsys):
+    assert _run("--plan", "quick", "--resume", "--results", str(tmp_path)) == 2
+    assert "no journal of plan 'quick'" in capsys.readouterr().err
+
+
+class InterruptedTarget(LocalTarget):
+    """The local target, interrupted (as by Ctrl-C) on its second job."""
+
+    def __init__(self):
+        super().__init__()
+        self.jobs = 0
+
+    def run(self, plan, timeout_s):
+        self.jobs += 1
+        if self.jobs == 2:
+            raise KeyboardInterrupt
+        return super().run(plan, timeout_s)
+
+
+def test_an_interrupted_run_keeps_every_finished_cell(tmp_path):
+    import tomllib
+
+    journal = Journal(tmp_path / "run.jsonl")
+    runner = Runner(InterruptedTarget(), LocalTarget().cache, journal, "run", "small")
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(jobs_from(tomllib.loads(SMALL)))
+    records, problems = read_journal(journal.path)
+    assert [r["status"] for r in records] == ["ok"] and not problems
+
+
+def test_a_crashing_device_fails_every_cell_and_all_are_recorded(tmp_path):
+    import stat
+    import tomllib
+
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho 'Segmentation fault' >&2\nexit 139\n")
+    python.chmod(python.stat().st_mode | stat.S_IEXEC)
+    target = LocalTarget(python=str(python))
+    target._description = {"board": "stand-in"}  # describe() would hit the crashing child too
+    journal = Journal(tmp_path / "run.jsonl")
+    summary = Runner(target, target.cache, journal, "run", "small").run(jobs_from(tomllib.loads(SMALL)))
+    assert (summary.ok, summary.failed) == (0, 2)
+    records, _ = read_journal(journal.path)
+    assert [r["error"]["failure"] for r in records] == ["crash", "crash"]
+    assert "Segmentation fault" in records[0]["error"]["detail"]
+
+
+def test_report_skips_a_corrupt_journal_line_and_names_it(tmp_path, capsys):
+    plan = tmp_path / "p.toml"
+    plan.write_text(SMALL)
+    assert _run("--plan", str(plan), "--results", str(tmp_path / "r")) == 0
+    path, _ = _journal_records(tmp_path / "r")
+    with open(path, "a") as f:
+        f.write("{not json\n")
+    assert main(["report", str(path), "-o", str(tmp_path / "out")]) == 0
+    assert "%s:3: corrupt journal line skipped" % path in capsys.readouterr().err
+    assert "bp-last-k(k=2)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_report_of_nothing_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["report", str(empty), "-o", str(tmp_path / "o")]) == 2
+    assert main(["report", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o")]) == 2
+    assert "no journal file or directory" in capsys.readouterr().err
+
+
+def test_analyze_prints_one_json_object(capsys):
+    assert main(["analyze", "--model", "mbv2-w0.35", "--resolution", "128", "--method", "bp-last-k",
+                 "--k", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("params", "trainable_params", "forward_macs", "measured_saved_bytes",
+                "measured_saved_with_params_bytes"):
+        assert out[key]["value"] > 0
+    assert out["analytic_backward"]["exact_backward_macs"]["unit"] == "MAC"
+    assert out["memory_bytes"]["saved_inputs_fp32"]["source"] == "analytic"
+    assert out["batch"] == 1
