@@ -93,6 +93,7 @@ class Execution:
         self._steps(emit, "warmup", schedule["warmup"], buffer)
         self._region(emit, "stop", "warmup")
         hwm_before = device_info.status_bytes("VmHWM") or 0
+        trimmed = device_info.trim_heap()
         start_rss = device_info.status_bytes("VmRSS")
         reset_ok = device_info.reset_peak_rss()
         self._region(emit, "start", "timed")
@@ -107,6 +108,7 @@ class Execution:
             "memory": {"peak_rss_bytes": max(hwm_before, device_info.status_bytes("VmHWM") or 0) or None,
                        "train_start_rss_bytes": start_rss,
                        "train_hwm_bytes": train_hwm,
-                       "hwm_reset": reset_ok},
+                       "hwm_reset": reset_ok,
+                       "heap_trimmed": trimmed},
             "accuracy": {"before": before, "after": after},
         }

@@ -1,9 +1,5 @@
 """The local CPU target: every job runs in a fresh ``python -m harness.agent`` subprocess.
 
-glibc's malloc raises its mmap threshold dynamically, after which freed step memory stays on the
-heap and the RSS high-water mark no longer shows a step's transient peak; the child runs with the
-threshold fixed (``MALLOC_MMAP_THRESHOLD_``, recorded in the device description) so it does.
-
 The child gets its own process group; on a timeout, a crash or any failure the whole group is
 killed, so no training is left running. Its stderr is kept (the last 8 KiB) for error messages.
 """
@@ -20,7 +16,6 @@ from harness.session import Session
 from harness.target import DeviceRun, TargetError
 
 STDERR_TAIL = 8192
-MMAP_THRESHOLD = str(64 * 1024)
 
 
 class PipeTransport:
@@ -73,7 +68,6 @@ class LocalTarget:
 
     def _spawn(self):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD)
         return subprocess.Popen(
             [self.python, "-m", "harness.agent", "--artifacts", str(self.cache.objects)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
