@@ -51,7 +51,7 @@ class Runner:
         """The journal record for one cell (never raises for a failure of the cell itself)."""
         try:
             plan = compile_job(job, self.cache)
-        except (JobError, KeyError, ValueError) as exc:
+        except (JobError, KeyError, ValueError, RuntimeError) as exc:
             return self._failed(job, "invalid-job", str(exc))
         try:
             run = self.target.run(plan, job.timeout_s)
