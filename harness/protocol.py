@@ -56,6 +56,8 @@ def decode(line):
     missing = [k for k in REQUIRED[msg["type"]] if k not in msg]
     if missing:
         raise ProtocolError("%s message lacks %s: %r" % (msg["type"], ", ".join(missing), line[:200]))
+    if msg["type"] == "step" and msg["phase"] not in PHASES:
+        raise ProtocolError("step phase %r is not one of %s" % (msg["phase"], PHASES))
     return msg
 
 

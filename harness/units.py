@@ -53,10 +53,6 @@ class Figure:
         d["source"] = self.source.value
         return d
 
-    @classmethod
-    def from_json(cls, d):
-        return cls(**d)
-
 
 def missing(unit, source, reason, per="batch"):
     return Figure(None, unit, source, per=per, reason=reason)

@@ -52,6 +52,8 @@ def test_a_run_collects_steps_and_regions_in_ns():
     ([[HELLO], []], Failure.TIMEOUT, "timeout"),
     ([[HELLO], ["garbage{"]], Failure.PROTOCOL, "not a JSON protocol message"),
     ([[HELLO], [{"type": "step", "i": 0}]], Failure.PROTOCOL, "lacks phase, t"),
+    ([[HELLO], [{"type": "step", "i": 0, "phase": "cooldown", "t": [1, 2, 3, 4]}]], Failure.PROTOCOL,
+     "phase 'cooldown'"),
     ([[dict(HELLO, protocol=9)]], Failure.PROTOCOL, "protocol 9"),
     ([[dict(HELLO, clock={"unit": "ticks", "hz": 0})]], Failure.PROTOCOL, "neither ns nor ticks"),
 ])

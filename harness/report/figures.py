@@ -137,8 +137,10 @@ def accuracy_figure(title: str, points: list[AccuracyPoint]) -> Figure:
                    label=model + _suffix([v for p in mine for v in (p.saved, p.accuracy)]))
     for p in points:
         xy = (p.saved.value / 1024, 100 * p.accuracy.value)
-        ax.annotate(p.label + _suffix([p.saved, p.accuracy]), xy, xytext=(6, 4), textcoords="offset points",
-                    fontsize=8)
+        # alternate models label above and below their points, so coinciding points stay readable
+        i = models.index(p.model)
+        ax.annotate(p.label + _suffix([p.saved, p.accuracy]), xy, xytext=(6, 5 if i % 2 == 0 else -11),
+                    textcoords="offset points", fontsize=8, color=MODEL_COLOURS[i % len(MODEL_COLOURS)])
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)
     ax.set_xlabel("saved for backward (KiB, log scale; autograd-saved tensors, parameters and input"

@@ -37,7 +37,3 @@ def make_plan(layers, bn, updates):
             raise ValueError("update %r for layer %s; known: %s" % (update, layer["name"], UPDATES))
         out.append(dict(layer, update=update))
     return {"bn": bn, "layers": out}
-
-
-def trainable_layers(plan):
-    return [layer for layer in plan["layers"] if layer["update"] != "frozen"]

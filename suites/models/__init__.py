@@ -39,10 +39,6 @@ def published_counts(name):
     return _tiny()["published_counts"][name]
 
 
-def sparse_update_schemes(name):
-    return _tiny()["sparse_update_schemes"].get(name, {})
-
-
 def build(model_spec, num_classes):
     """Build the ``nn.Module`` described by ``model_spec`` with a ``num_classes`` classifier."""
     family = model_spec.get("family")
@@ -51,5 +47,4 @@ def build(model_spec, num_classes):
     return _BUILDERS[family](model_spec, num_classes)
 
 
-__all__ = ["build", "convs", "names", "spec", "published_counts", "sparse_update_schemes",
-           "UnknownModel"]
+__all__ = ["build", "convs", "names", "spec", "published_counts", "UnknownModel"]
