@@ -62,11 +62,11 @@ class Runner:
         except Exception as exc:  # a bug in host analysis must not lose the device's data
             log.exception("host analysis failed for %s", job.cell_id)
             return self._failed(job, "analysis-error", "%s: %s" % (type(exc).__name__, exc))
-        artifacts = {"checkpoint": plan["checkpoint"], "dataset": plan["data"].get("artifact")}
+        provenance = dict(self.provenance, seeds=plan["seeds"], threads=job.threads,
+                          warmup=job.warmup, artifacts={"checkpoint": plan["checkpoint"],
+                                                        "dataset": plan["data"].get("artifact")})
         return self._record(job, "ok", measurement=measurement(run, analysis, self.target.name),
-                            device=device, seeds=plan["seeds"], artifacts=artifacts,
-                            update_plan=plan["update_plan"], threads=job.threads,
-                            warmup=job.warmup)
+                            device=device, update_plan=plan["update_plan"], provenance=provenance)
 
     def run(self, jobs, done=frozenset()):
         summary = RunSummary()

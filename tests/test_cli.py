@@ -48,9 +48,12 @@ def test_quick_plan_runs_end_to_end_and_renders_a_report(tmp_path):
         assert record["measurement"]["figures"][key]["source"] in ("measured", "analytic")
     assert record["measurement"]["figures"]["energy_j"]["value"] is None
     assert all(isinstance(v, int) for v in record["measurement"]["samples"]["step_ns"])
-    assert record["provenance"]["packages"]["torch"] and record["artifacts"] is not None
+    provenance = record["provenance"]
+    assert provenance["packages"]["torch"] and provenance["schema_version"] == 1
+    assert provenance["seeds"]["derivation"] and provenance["threads"] == 1
     real = [r for r in records if r["job"]["data"] == "mnist5k-transfer"]
-    assert all(r["artifacts"]["checkpoint"] and r["artifacts"]["dataset"] for r in real)
+    assert all(r["provenance"]["artifacts"]["checkpoint"] and r["provenance"]["artifacts"]["dataset"]
+               for r in real)
     assert all(0 <= r["measurement"]["figures"]["accuracy_after"]["value"] <= 1 for r in real)
     text = (report / "report.md").read_text()
     for png in re.findall(r"\]\(([^)]+\.png)\)", text):
