@@ -1,6 +1,7 @@
 """The ``odt-bench`` command line: run, analyze, report, pretrain.
 
-Exit codes: 0 every cell ok; 1 some cells failed (their records and all others are kept);
+Exit codes: 0 every cell ok; 1 some cells failed (their records and all others are kept) or the
+target could not be reached;
 2 bad input (unknown name, bad plan, unreadable file); 130 interrupted (finished cells kept).
 """
 import argparse
@@ -15,6 +16,7 @@ from .cache import ArtifactCache
 from .job import JobError
 from .journal import Journal, JournalError, read_journal
 from .plan import PlanError, jobs_from, load_plan, plan_names
+from .target import TargetError
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CELL_FLAGS = (("data", str), ("resolution", int), ("batch", int), ("steps", int), ("warmup", int),
@@ -225,6 +227,9 @@ def main(argv=None):
         print("odt-bench: error: %s" % (exc.args[0] if isinstance(exc, KeyError) else exc),
               file=sys.stderr)
         return EXIT_USAGE
+    except TargetError as exc:
+        print("odt-bench: error: target %r: %s\n%s" % (args.target, exc, exc.detail), file=sys.stderr)
+        return EXIT_CELLS_FAILED
     except KeyboardInterrupt:
         print("odt-bench: interrupted; finished cells are in the journal", file=sys.stderr)
         return EXIT_INTERRUPTED

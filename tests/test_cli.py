@@ -11,6 +11,7 @@ from harness.journal import Journal, read_journal
 from harness.plan import jobs_from
 from harness.runner import Runner
 from targets.local import LocalTarget
+from tests.helpers import stand_in_python
 
 SMALL = """
 [defaults]
@@ -137,13 +138,9 @@ def test_an_interrupted_run_keeps_every_finished_cell(tmp_path):
 
 
 def test_a_crashing_device_fails_every_cell_and_all_are_recorded(tmp_path):
-    import stat
     import tomllib
 
-    python = tmp_path / "python"
-    python.write_text("#!/bin/sh\necho 'Segmentation fault' >&2\nexit 139\n")
-    python.chmod(python.stat().st_mode | stat.S_IEXEC)
-    target = LocalTarget(python=str(python))
+    target = LocalTarget(python=stand_in_python(tmp_path, "echo 'Segmentation fault' >&2; exit 139"))
     target._description = {"board": "stand-in"}  # describe() would hit the crashing child too
     journal = Journal(tmp_path / "run.jsonl")
     summary = Runner(target, target.cache, journal, "run", "small").run(jobs_from(tomllib.loads(SMALL)))
@@ -151,6 +148,14 @@ def test_a_crashing_device_fails_every_cell_and_all_are_recorded(tmp_path):
     records, _ = read_journal(journal.path)
     assert [r["error"]["failure"] for r in records] == ["crash", "crash"]
     assert "Segmentation fault" in records[0]["error"]["detail"]
+
+
+def test_an_unreachable_target_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    python = stand_in_python(tmp_path, "echo 'cannot start: no torch' >&2; exit 1")
+    monkeypatch.setattr("targets.local.sys.executable", python)
+    assert _run("--model", "mbv2-w0.35", "--method", "full", "--results", str(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "target 'local'" in err and "no torch" in err
 
 
 def test_report_skips_a_corrupt_journal_line_and_names_it(tmp_path, capsys):

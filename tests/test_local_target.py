@@ -1,7 +1,6 @@
 """The local target against real child processes: the agent, and stand-in interpreters that
 crash or hang the way a broken device would."""
 import os
-import stat
 import time
 
 import pytest
@@ -9,14 +8,7 @@ import pytest
 from harness.cache import ArtifactCache
 from harness.target import Failure, Target, TargetError
 from targets.local import LocalTarget
-from tests.helpers import plan_for
-
-
-def _stand_in(tmp_path, body):
-    path = tmp_path / "python"
-    path.write_text("#!/bin/sh\n" + body + "\n")
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    return str(path)
+from tests.helpers import plan_for, stand_in_python
 
 
 def test_runs_a_plan_in_a_fresh_agent():
@@ -36,7 +28,7 @@ def test_runs_a_plan_in_a_fresh_agent():
 
 
 def test_a_crashing_device_is_reported_with_its_stderr(tmp_path):
-    python = _stand_in(tmp_path, 'echo "Illegal instruction (core dumped)" >&2; exit 132')
+    python = stand_in_python(tmp_path, 'echo "Illegal instruction (core dumped)" >&2; exit 132')
     with pytest.raises(TargetError, match="closed the stream") as err:
         LocalTarget(python=python).run({}, timeout_s=30)
     assert err.value.failure is Failure.CRASH
@@ -45,7 +37,7 @@ def test_a_crashing_device_is_reported_with_its_stderr(tmp_path):
 
 def test_a_hanging_device_is_killed_at_the_timeout(tmp_path):
     pidfile = tmp_path / "pid"
-    python = _stand_in(tmp_path, "echo $$ > %s; exec sleep 600" % pidfile)
+    python = stand_in_python(tmp_path, "echo $$ > %s; exec sleep 600" % pidfile)
     started = time.monotonic()
     with pytest.raises(TargetError, match="timeout") as err:
         LocalTarget(python=python).run({}, timeout_s=1.5)
