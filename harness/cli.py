@@ -8,6 +8,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CELL_FLAGS = (("data", str), ("resolution", int), ("batch", int), ("steps", int), ("warmup", int),
               ("seed", int), ("lr", float), ("threads", int), ("timeout_s", float),
               ("checkpoint", str))
+TARGETS_ENV = "ODT_BENCH_TARGETS"
 log = logging.getLogger("odt_bench")
 
 
@@ -80,8 +82,12 @@ def _adhoc_jobs(args, forced=None):
     return jobs_from(doc, "command line")
 
 
-def _target(name, cache):
-    return registry.load(registry.TARGETS, name)(cache=cache)
+def _targets_file(args):
+    return args.targets or os.environ.get(TARGETS_ENV) or "targets.toml"
+
+
+def _target(args, cache):
+    return registry.target(args.target, cache, _targets_file(args))
 
 
 def _latest_journal(results, target, plan):
@@ -109,7 +115,7 @@ def cmd_run(args):
         print("%d cells" % len(jobs))
         return EXIT_OK
     cache = ArtifactCache(args.cache)
-    target = _target(args.target, cache)
+    target = _target(args, cache)
     done = set()
     if args.resume:
         path = (_latest_journal(args.results, args.target, plan_name) if args.resume == "latest"
@@ -173,6 +179,21 @@ def cmd_analyze(args):
     return EXIT_OK
 
 
+def cmd_doctor(args):
+    target = _target(args, None)
+    try:
+        results = target.doctor()
+    except TargetError as exc:
+        print("odt-bench: error: doctor %r: %s" % (args.target, exc), file=sys.stderr)
+        return EXIT_CELLS_FAILED
+    print("doctor: %s" % args.target)
+    for check in results:
+        print(check.line())
+    bad = [c.name for c in results if c.status == "FAIL"]
+    print("not ready: %s" % ", ".join(bad) if bad else "ready")
+    return EXIT_CELLS_FAILED if bad else EXIT_OK
+
+
 def cmd_pretrain(args):
     from .pretrain import pretrain
 
@@ -191,7 +212,8 @@ def build_parser():
 
     run = sub.add_parser("run", help="run a plan (or one cell) on a target")
     run.add_argument("--plan", default="default", help="plan name (%s) or TOML path" % ", ".join(plan_names()))
-    run.add_argument("--target", default="local", help="target name (default: local)")
+    run.add_argument("--target", default="local", help="target name: local, or one of the targets file")
+    run.add_argument("--targets", help="targets file (default $%s, else ./targets.toml)" % TARGETS_ENV)
     run.add_argument("--results", default="results", help="results directory (default: results)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="JOURNAL",
                      help="continue a journal (default: the plan's latest), skipping finished cells")
@@ -209,6 +231,12 @@ def build_parser():
     report.add_argument("journals", nargs="+", help="journal files or directories")
     report.add_argument("-o", "--output", required=True, help="output directory")
     report.set_defaults(func=cmd_report)
+
+    doc = sub.add_parser("doctor", help="check that a target is ready (Python, torch, memory, "
+                                        "disk, governor, clocks, board tools)")
+    doc.add_argument("--target", default="local")
+    doc.add_argument("--targets", help="targets file (default $%s, else ./targets.toml)" % TARGETS_ENV)
+    doc.set_defaults(func=cmd_doctor)
 
     pre = sub.add_parser("pretrain", help="pre-train a backbone on the source classes (cached)")
     pre.add_argument("--model", required=True)

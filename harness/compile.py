@@ -33,6 +33,22 @@ def _user_checkpoint(path, cache):
     return cache.put_file(path)
 
 
+@torch.no_grad()
+def _check_batchnorm_statistics(model, job):
+    """BatchNorm in train mode needs more than one value per channel: at batch 1 every BN input
+    must be larger than 1x1, or the device would fail mid-run."""
+    smallest = []
+    hooks = [m.register_forward_hook(lambda mod, inputs, out: smallest.append(inputs[0].shape[2:].numel()))
+             for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    model.eval()(torch.zeros(1, 3, job.resolution, job.resolution))
+    for h in hooks:
+        h.remove()
+    if smallest and min(smallest) <= 1:
+        raise JobError("method %r trains BatchNorm in train mode, which needs more than one value per "
+                       "channel; batch 1 at resolution %d reaches 1x1 feature maps: use batch >= 2 or a "
+                       "larger resolution" % (job.method, job.resolution))
+
+
 def _data(job: Job, cache: ArtifactCache):
     """(data spec, checkpoint sha or None)."""
     if job.data == "synthetic":
@@ -53,11 +69,13 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
     method, params = registry.method_with_params(job.method, job.method_params)
     spec = models.spec(job.model)
     data, checkpoint = _data(job, cache)
-    layers = layer_table(models.build(spec, data["num_classes"]))
+    model = models.build(spec, data["num_classes"])
     try:
-        update_plan = method.plan(layers, **params)
+        update_plan = method.plan(layer_table(model), **params)
     except ValueError as exc:
         raise JobError(str(exc))
+    if update_plan["bn"] == "train" and job.batch == 1:
+        _check_batchnorm_statistics(model, job)
     return {
         "format": FORMAT,
         "version": VERSION,

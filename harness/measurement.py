@@ -3,6 +3,9 @@
 Raw step samples are stored as integer ns and summarised only when read (``timing``); every
 other number is a ``Figure`` with unit, source and, when missing, a reason.
 """
+from dataclasses import asdict
+
+from .energy import TOTAL, EnergyError, energy_per_window
 from .target import DeviceRun
 from .units import Figure, Source, missing
 
@@ -20,8 +23,30 @@ def step_samples(run: DeviceRun, phase="timed"):
     }
 
 
-def device_figures(run: DeviceRun, target_name, has_meter=False):
-    """Figures from the device's result: memory, accuracy, energy (null until meters exist)."""
+def energy_figures(run: DeviceRun, target_name):
+    """Energy of the timed window, total and per rail, from the run's trace; else null + reason."""
+    if run.trace is None:
+        reason = run.health.get("meter_error") or "target %r has no power meter attached" % target_name
+        return {"energy_j": missing("J", Source.MEASURED, reason, per="run")}
+    try:
+        per_window = energy_per_window(run.trace, run.regions, run.clock_offset,
+                                       meter_on_device_clock=False)
+    except EnergyError as exc:
+        return {"energy_j": missing("J", Source.MEASURED, "energy not computable: %s" % exc, per="run")}
+    timed = per_window.get("timed", {})
+    how = "power trace integrated over the timed region (trapezoid), clock offset %d ns" % (
+        run.clock_offset.offset_ns)
+    figs = {"energy_j": Figure(timed.get(TOTAL), "J", Source.MEASURED, per="run", how=how)
+            if timed.get(TOTAL) is not None else
+            missing("J", Source.MEASURED, "the trace names no total rail", per="run")}
+    for rail, joules in sorted(timed.items()):
+        if rail != TOTAL:
+            figs["energy_rail_j." + rail] = Figure(joules, "J", Source.MEASURED, per="run", how=how)
+    return figs
+
+
+def device_figures(run: DeviceRun, target_name):
+    """Figures from the device's result: memory, accuracy, energy."""
     memory = run.result.get("memory", {})
     acc = run.result.get("accuracy", {})
     figs = {}
@@ -43,9 +68,7 @@ def device_figures(run: DeviceRun, target_name, has_meter=False):
             if value is not None else
             missing("fraction", Source.MEASURED, "synthetic data: a cost-only cell has no accuracy",
                     per="run"))
-    if not has_meter:
-        figs["energy_j"] = missing("J", Source.MEASURED, per="run", reason=(
-            "target %r has no power meter attached" % target_name))
+    figs.update(energy_figures(run, target_name))
     return figs
 
 
@@ -69,4 +92,7 @@ def measurement(run: DeviceRun, analysis, target_name):
         "clock": run.hello.get("clock"),
         "agent": run.hello.get("agent"),
         "figures": flatten(dict(device_figures(run, target_name), **analysis)),
+        "health": run.health,
+        "trace": None if run.trace is None else asdict(run.trace),
+        "clock_offset": None if run.clock_offset is None else asdict(run.clock_offset),
     }

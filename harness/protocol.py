@@ -1,8 +1,11 @@
 """The device protocol, version 1: JSON lines, one message per line, each with a ``type``.
 
     host -> device   {"type": "hello", "protocol": 1}
-    device -> host   {"type": "hello", "protocol": 1, "agent": "...", "clock": {"unit": "ns"}}
+    device -> host   {"type": "hello", "protocol": 1, "agent": "...", "clock": {"unit": "ns"},
+                      "pid": 4242}   (the agent's process group, for a remote kill)
                      (an MCU may report {"unit": "ticks", "hz": 216000000} instead)
+    host -> device   {"type": "clock"}      (any time between other messages)
+    device -> host   {"type": "clock", "t": 123, "monotonic_ns": 456}: its timer and CLOCK_MONOTONIC
     host -> device   {"type": "describe"}
     device -> host   {"type": "describe", "device": {...fingerprint, memory capacity...}}
     host -> device   {"type": "load", "plan": {...ExecutionPlan...}}
@@ -24,6 +27,7 @@ import json
 VERSION = 1
 REQUIRED = {
     "hello": ("protocol",),
+    "clock": (),
     "describe": (),
     "load": ("plan",),
     "loaded": (),

@@ -29,6 +29,42 @@ def load(group, name):
     raise UnknownName("unknown %s %r; known %ss: %s" % (what, name, what, hint))
 
 
+def _file_targets(targets_file):
+    """``{name: kind}`` of the targets file, or {} when there is none."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(targets_file)
+    if not path.is_file():
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UnknownName("targets file %s is not valid TOML: %s" % (path, exc))
+    return {name: table.get("kind") for name, table in doc.get("targets", {}).items()
+            if isinstance(table, dict)}
+
+
+def target(name, cache, targets_file):
+    """The target ``name``: a built-in kind that needs no description (``local``), or a target
+    described in the targets file, built by the driver registered for its ``kind``."""
+    kinds = names(TARGETS)
+    if name in kinds:
+        cls = load(TARGETS, name)
+        if not getattr(cls, "needs_description", False):
+            return cls.from_config(name, cache, targets_file)
+    described = _file_targets(targets_file)
+    if name not in described:
+        usable = [k for k in kinds if not getattr(load(TARGETS, k), "needs_description", False)]
+        raise UnknownName("unknown target %r; known targets: %s" % (
+            name, ", ".join(usable + ["%s (%s)" % (n, targets_file) for n in sorted(described)])))
+    kind = described[name]
+    if kind not in kinds:
+        raise UnknownName("%s: target %r has kind %r; known kinds: %s"
+                          % (targets_file, name, kind, ", ".join(kinds)))
+    return load(TARGETS, kind).from_config(name, cache, targets_file)
+
+
 def method_with_params(name, params):
     """``(method, params)``: the method ``name`` and ``params`` checked against what it declares."""
     from .job import JobError

@@ -17,6 +17,7 @@ class Session:
         self.deadline = clock() + deadline_s
         self.deadline_s = deadline_s
         self.to_ns = int
+        self.peer = {}  # the device's hello, once received
 
     def _send(self, msg):
         self.transport.send(protocol.encode(msg))
@@ -51,6 +52,7 @@ class Session:
     def hello(self):
         self._send({"type": "hello", "protocol": protocol.VERSION})
         hello = self._expect("hello")
+        self.peer = hello
         if hello["protocol"] != protocol.VERSION:
             raise TargetError(Failure.PROTOCOL, "device speaks protocol %r, the host %d"
                               % (hello["protocol"], protocol.VERSION))
@@ -60,15 +62,27 @@ class Session:
             raise TargetError(Failure.PROTOCOL, str(exc))
         return hello
 
+    def clock_sample(self):
+        """``(host_send_ns, device_t_ns, host_recv_ns, device_monotonic_ns)`` from one ping."""
+        sent = time.monotonic_ns()
+        self._send({"type": "clock"})
+        reply = self._expect("clock")
+        return sent, self.to_ns(reply["t"]), time.monotonic_ns(), reply.get("monotonic_ns")
+
     def describe(self):
         self._send({"type": "describe"})
         return self._expect("describe")["device"]
 
-    def execute(self, plan) -> DeviceRun:
-        """hello -> load -> run, collecting the stream until the result."""
+    def execute(self, plan, before_run=None, after_run=None) -> DeviceRun:
+        """hello -> load -> run, collecting the stream until the result.
+
+        ``before_run(session)`` runs once the plan is loaded (start a meter, sample clocks);
+        ``after_run(session, run)`` once the result is in (stop the meter)."""
         run = DeviceRun(hello=self.hello())
         self._send({"type": "load", "plan": plan})
         self._expect("loaded")
+        if before_run:
+            before_run(self)
         self._send({"type": "run"})
         while True:
             msg = self._receive("the run's stream")
@@ -81,5 +95,7 @@ class Session:
                 break
             else:
                 raise TargetError(Failure.PROTOCOL, "unexpected %r message during a run" % msg["type"])
+        if after_run:
+            after_run(self, run)
         self._send({"type": "bye"})
         return run

@@ -7,7 +7,7 @@ Drivers are found by name through the ``odt_bench.targets`` entry-point group (`
 """
 import enum
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from typing import Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 
 class Failure(str, enum.Enum):
@@ -15,6 +15,7 @@ class Failure(str, enum.Enum):
     CRASH = "crash"
     DEVICE_ERROR = "device-error"
     PROTOCOL = "protocol"
+    UNHEALTHY = "unhealthy"
 
 
 class TargetError(RuntimeError):
@@ -35,16 +36,55 @@ class DeviceRun:
     regions: list = field(default_factory=list)    # {"event", "name", "t"} in ns
     result: dict = field(default_factory=dict)
     describe: Optional[dict] = None
+    health: dict = field(default_factory=dict)     # board readings before/after, and flags
+    trace: Optional["Trace"] = None                # the power meter's recording, if any
+    clock_offset: Optional[object] = None          # harness.energy.ClockOffset of that trace
 
 
 @dataclass(frozen=True)
 class Trace:
-    """A power-meter recording on the meter's clock: power, or current and voltage, per sample."""
+    """A power-meter recording on the meter's clock: power per sample, as one series or per rail.
+
+    ``t_ns`` are the sample times (integer ns on the meter's clock). Power is given as ``power_w``
+    (watts), or as ``current_a`` and ``voltage_v`` (their product), or per named rail in ``rails``
+    (watts, each series as long as ``t_ns``); ``total_rail`` names the rail that is the board's total
+    input (e.g. a Jetson's ``POM_5V_IN`` or ``VDD_IN``), if one of them is.
+    """
 
     t_ns: Sequence[int]
     power_w: Optional[Sequence[float]] = None
     current_a: Optional[Sequence[float]] = None
     voltage_v: Optional[Sequence[float]] = None
+    rails: Optional[Mapping[str, Sequence[float]]] = None
+    total_rail: Optional[str] = None
+
+    def __post_init__(self):
+        n = len(self.t_ns)
+        series = {"power_w": self.power_w, "current_a": self.current_a, "voltage_v": self.voltage_v}
+        series.update(("rail %r" % name, watts) for name, watts in (self.rails or {}).items())
+        for what, values in series.items():
+            if values is not None and len(values) != n:
+                raise ValueError("trace %s has %d samples but t_ns has %d" % (what, len(values), n))
+        if self.total_rail is not None and self.total_rail not in (self.rails or {}):
+            raise ValueError("trace total_rail %r is not one of its rails %s"
+                             % (self.total_rail, sorted(self.rails or {})))
+
+    def power(self, rail: Optional[str] = None) -> list[float]:
+        """Watts per sample: of ``rail`` if given; else ``power_w``; else ``current_a * voltage_v``;
+        else the ``total_rail``. Raises ValueError naming what is missing."""
+        if rail is not None:
+            if not self.rails or rail not in self.rails:
+                raise ValueError("trace has no rail %r; its rails: %s" % (rail, sorted(self.rails or {})))
+            return [float(w) for w in self.rails[rail]]
+        if self.power_w is not None:
+            return [float(w) for w in self.power_w]
+        if self.current_a is not None and self.voltage_v is not None:
+            return [float(a) * float(v) for a, v in zip(self.current_a, self.voltage_v)]
+        if self.total_rail is not None:
+            return [float(w) for w in self.rails[self.total_rail]]
+        missing = [name for name in ("current_a", "voltage_v") if getattr(self, name) is None]
+        raise ValueError("trace has no power: power_w is missing, and so %s %s (and no total_rail is set)"
+                         % ("is" if len(missing) == 1 else "are", " and ".join(missing)))
 
 
 @runtime_checkable

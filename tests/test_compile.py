@@ -43,6 +43,12 @@ def test_a_checkpoint_of_another_model_is_refused_by_the_device(tmp_path):
         LocalTarget().run(plan, timeout_s=120)
 
 
+def test_full_at_batch_1_with_1x1_feature_maps_is_refused_before_it_reaches_a_device():
+    with pytest.raises(JobError, match="batch 1 at resolution 32 reaches 1x1"):
+        compile_job(Job(model="mbv2-w0.35", method="full", resolution=32), ArtifactCache())
+    compile_job(Job(model="mbv2-w0.35", method="full", resolution=32, batch=2), ArtifactCache())
+
+
 @pytest.mark.parametrize("content,text", [(None, "does not exist"),
                                           (b"not a checkpoint", "cannot be loaded with weights_only")])
 def test_bad_checkpoint_files_are_named(tmp_path, content, text):
