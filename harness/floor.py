@@ -53,12 +53,8 @@ def _torch_load_weights_only():
 def _zero_grad_set_to_none():
     import torch
 
-    p = torch.nn.Parameter(torch.ones(2))
-    optimizer = torch.optim.SGD([p], lr=0.1, momentum=0.0)
-    p.sum().backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return p.grad is None
+    # by signature: building an optimizer costs ~1 s on torch 2.x (it imports torch._dynamo)
+    return "set_to_none" in _parameters(torch.optim.Optimizer.zero_grad)
 
 
 def _nn_identity():

@@ -87,7 +87,7 @@ def test_dry_run_lists_cells(capsys):
 
 def test_a_hanging_cell_fails_and_the_run_goes_on(tmp_path, capsys):
     plan = tmp_path / "p.toml"
-    plan.write_text(SMALL + '[[cells]]\nmodel = "mcunet-5fps"\nmethod = "full"\ntimeout_s = 0.2\n')
+    plan.write_text(SMALL + '[[cells]]\nmodel = "mcunet-5fps"\nmethod = "full"\nresolution = 64\ntimeout_s = 0.2\n')
     assert _run("--plan", str(plan), "--results", str(tmp_path)) == 1
     _, records = _journal_records(tmp_path)
     assert [r["status"] for r in records] == ["ok", "ok", "failed"]
