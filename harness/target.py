@@ -35,7 +35,6 @@ class DeviceRun:
     steps: list = field(default_factory=list)      # {"i", "phase", "t": [t0, t1, t2, t3]} in ns
     regions: list = field(default_factory=list)    # {"event", "name", "t"} in ns
     result: dict = field(default_factory=dict)
-    describe: Optional[dict] = None
     health: dict = field(default_factory=dict)     # board readings before/after, and flags
     trace: Optional["Trace"] = None                # the power meter's recording, if any
     clock_offset: Optional[object] = None          # harness.energy.ClockOffset of that trace
