@@ -68,6 +68,13 @@ class Job:
             return self.method
         return "%s(%s)" % (self.method, ",".join("%s=%s" % kv for kv in self.method_params.items()))
 
+    @property
+    def name(self) -> str:
+        """Readable cell name, the same in logs, ``-k`` filters, pytest ids and exported benchmarks,
+        e.g. ``mbv2-w0.35-bp-last-k(k=6)-synthetic-r128-b1`` (``-energy`` etc. for other modes)."""
+        name = "%s-%s-%s-r%d-b%d" % (self.model, self.label, self.data, self.resolution, self.batch)
+        return name if self.mode == "performance" else "%s-%s" % (name, self.mode)
+
     def to_json(self) -> dict:
         return asdict(self)
 
