@@ -81,3 +81,13 @@ class Job:
     @classmethod
     def from_json(cls, d: Mapping) -> "Job":
         return cls(**d)
+
+
+def unique_names(jobs):
+    """``{cell_id: name}``: each job's ``name``, with ``-<cell id>`` added where names collide
+    (cells that differ only in steps, seed or lr)."""
+    counts = {}
+    for job in jobs:
+        counts[job.name] = counts.get(job.name, 0) + 1
+    return {job.cell_id: job.name if counts[job.name] == 1 else "%s-%s" % (job.name, job.cell_id)
+            for job in jobs}
