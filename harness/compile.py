@@ -13,7 +13,7 @@ from suites.methods import layer_table
 
 from . import registry
 from .cache import ArtifactCache
-from .job import Job, JobError
+from .job import Job, JobError, parse_cpus
 from .pretrain import dataset_artifacts, pretrain
 
 FORMAT = "odt-bench/execution-plan"
@@ -92,5 +92,6 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
         "seeds": {"seed": job.seed, "init": job.seed, "data": job.seed + 1,
                   "derivation": SEED_DERIVATION},
         "threads": job.threads,
+        "cpus": parse_cpus(job.cpus),
         "mode": job.mode,
     }

@@ -54,6 +54,33 @@ def trim_heap():
     return True
 
 
+class PeakWindow:
+    """The RSS high-water mark over a ``with`` block, relative to the RSS at its start (Linux).
+
+    The heap is trimmed and the high-water mark reset on entry, so the figure shows what the block
+    itself needs; ``record()`` is the device result's ``memory`` object.
+    """
+
+    def __enter__(self):
+        self.hwm_before = status_bytes("VmHWM") or 0
+        self.trimmed = trim_heap()
+        self.start_rss = status_bytes("VmRSS")
+        self.reset_ok = reset_peak_rss()
+        self.hwm = None
+        return self
+
+    def __exit__(self, *exc):
+        self.hwm = status_bytes("VmHWM") if self.reset_ok else None
+        return False
+
+    def record(self):
+        return {"peak_rss_bytes": max(self.hwm_before, status_bytes("VmHWM") or 0) or None,
+                "train_start_rss_bytes": self.start_rss,
+                "train_hwm_bytes": self.hwm,
+                "hwm_reset": self.reset_ok,
+                "heap_trimmed": self.trimmed}
+
+
 def mem_total_bytes():
     for line in (_read("/proc/meminfo") or "").splitlines():
         if line.startswith("MemTotal:"):

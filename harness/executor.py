@@ -4,6 +4,7 @@ Everything the host resolved arrives in the plan; artifacts (checkpoint, dataset
 by sha256 in ``artifacts_dir`` and are verified before use. ``emit`` receives protocol messages.
 Only the clock runs inside timed steps; memory, accuracy and message I/O happen between them.
 """
+import copy
 import hashlib
 import os
 
@@ -14,7 +15,7 @@ from suites.methods import apply_plan
 from suites.models import build
 from suites.train import Trainer, accuracy
 
-from . import device_info
+from . import calibrate, device_info, syschecks
 
 
 class ExecutionError(RuntimeError):
@@ -51,30 +52,105 @@ def prepare_model(plan, state=None):
     return model, apply_plan(model, plan["update_plan"], plan["ops"])
 
 
+def place(threads, cpus=None):
+    """Pin this process to ``cpus`` (default: the last ``threads`` CPUs it may use; CPU 0 often
+    serves interrupts) and fix torch's thread count; the placement as run."""
+    pinned = None
+    if hasattr(os, "sched_setaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        chosen = list(cpus) if cpus else allowed[-threads:]
+        unknown = sorted(set(chosen) - set(allowed))
+        if unknown:
+            raise ExecutionError("cpus %s are not available to the agent; it may use %s"
+                                 % (unknown, allowed))
+        os.sched_setaffinity(0, chosen)
+        pinned = sorted(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return {"threads": torch.get_num_threads(), "cpus": pinned}
+
+
+class TrainingState:
+    """A copy of the model's and optimizer's state, to undo calibration steps."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.optimizer_state = copy.deepcopy(optimizer.state_dict())
+        self.rng = torch.get_rng_state()
+
+    def restore(self):
+        self.model.load_state_dict(self.weights)
+        self.optimizer.load_state_dict(self.optimizer_state)
+        torch.set_rng_state(self.rng)
+
+
 class Execution:
     def __init__(self, plan, artifacts_dir, clock):
         self.plan = plan
         self.clock = clock
-        torch.set_num_threads(plan["threads"])
+        self.placement = place(plan["threads"], plan.get("cpus"))
         state = _artifact(artifacts_dir, plan["checkpoint"]) if plan.get("checkpoint") else None
         self.model, params = prepare_model(plan, state)
         data = plan["data"]
-        arrays = _artifact(artifacts_dir, data["artifact"]) if data.get("artifact") else None
-        schedule = plan["schedule"]
-        self.batches = make_batches(data, schedule["batch"], plan["seeds"]["data"], arrays)
-        self.trainer = Trainer(self.model, params, schedule["lr"], schedule["momentum"], clock=clock)
+        self.arrays = _artifact(artifacts_dir, data["artifact"]) if data.get("artifact") else None
+        self.batches = self._fresh_batches()
+        self.trainer = Trainer(self.model, params, plan["schedule"]["lr"], plan["schedule"]["momentum"],
+                               clock=clock)
+
+    def _fresh_batches(self):
+        return make_batches(self.plan["data"], self.plan["schedule"]["batch"], self.plan["seeds"]["data"],
+                            self.arrays)
 
     def _region(self, emit, event, name):
         emit({"type": "region", "event": event, "name": name, "t": self.clock()})
 
-    def _steps(self, emit, phase, count, buffer):
+    def _step(self, emit, phase, i, buffer, x, y):
+        """One instrumented step on ``(x, y)``, its message sent (or buffered); its duration."""
+        msg = {"type": "step", "i": i, "phase": phase, "t": list(self.trainer.step(x, y))}
+        if buffer is None:
+            emit(msg)
+        else:
+            buffer.append(msg)
+        return msg["t"][3] - msg["t"][0]
+
+    def _steps(self, emit, count, buffer):
         for i in range(count):
             x, y = self.batches.next()
-            msg = {"type": "step", "i": i, "phase": phase, "t": list(self.trainer.step(x, y))}
-            if buffer is None:
-                emit(msg)
-            else:
-                buffer.append(msg)
+            self._step(emit, "timed", i, buffer, x, y)
+
+    def _overhead_pairs(self, emit, pairs):
+        """Interleaved pairs (ABBA) of an instrumented step and a bare step on the same kind of
+        batch, each timed from outside; the instrumented arm includes sending its message."""
+        clock, out = self.clock, {"instrumented_ns": [], "bare_ns": [], "order": "ABBA"}
+        for i in range(pairs):
+            for arm in (("instrumented", "bare") if i % 2 == 0 else ("bare", "instrumented")):
+                x, y = self.batches.next()
+                t0 = clock()
+                if arm == "bare":
+                    self.trainer.bare_step(x, y)
+                else:
+                    self._step(emit, "timed", i, None, x, y)
+                out[arm + "_ns"].append(clock() - t0)
+        return out
+
+    def _calibrate(self, emit):
+        """Warm-up and sample sizing, then the model, optimizer and data stream as before it:
+        calibration never trains, so accuracy depends only on the plan's steps."""
+        schedule = self.plan["schedule"]
+        saved = TrainingState(self.model, self.trainer.optimizer)
+
+        def step(i):
+            x, y = self.batches.next()
+            return self._step(emit, "warmup", i, None, x, y)
+
+        self._region(emit, "start", "warmup")
+        decisions = calibrate.decide(step, schedule["warmup"], schedule["steps"],
+                                     extendable=not self.batches.has_labels and self.plan["mode"] != "overhead",
+                                     clock=self.clock)
+        self._region(emit, "stop", "warmup")
+        saved.restore()
+        self.batches = self._fresh_batches()
+        return decisions
 
     def _accuracy(self, emit, name):
         if not self.batches.has_labels:
@@ -85,30 +161,29 @@ class Execution:
         return value
 
     def run(self, emit):
-        schedule = self.plan["schedule"]
-        # energy mode marks one long window with no I/O inside it; steps are sent after it closes
-        buffer = [] if self.plan["mode"] == "energy" else None
+        mode = self.plan["mode"]
+        checks = syschecks.run_checks()
         before = self._accuracy(emit, "eval-before")
-        self._region(emit, "start", "warmup")
-        self._steps(emit, "warmup", schedule["warmup"], buffer)
-        self._region(emit, "stop", "warmup")
-        hwm_before = device_info.status_bytes("VmHWM") or 0
-        trimmed = device_info.trim_heap()
-        start_rss = device_info.status_bytes("VmRSS")
-        reset_ok = device_info.reset_peak_rss()
-        self._region(emit, "start", "timed")
-        self._steps(emit, "timed", schedule["steps"], buffer)
-        self._region(emit, "stop", "timed")
-        train_hwm = device_info.status_bytes("VmHWM") if reset_ok else None
+        decisions = self._calibrate(emit)
+        # energy mode marks one long window with no I/O inside it; steps are sent after it closes
+        buffer = [] if mode == "energy" else None
+        overhead = None
+        with device_info.PeakWindow() as peak:
+            self._region(emit, "start", "timed")
+            if mode == "overhead":
+                overhead = self._overhead_pairs(emit, decisions["timed_steps"])
+            else:
+                self._steps(emit, decisions["timed_steps"], buffer)
+            self._region(emit, "stop", "timed")
         for msg in buffer or ():
             emit(msg)
         after = self._accuracy(emit, "eval-after")
         return {
             "type": "result",
-            "memory": {"peak_rss_bytes": max(hwm_before, device_info.status_bytes("VmHWM") or 0) or None,
-                       "train_start_rss_bytes": start_rss,
-                       "train_hwm_bytes": train_hwm,
-                       "hwm_reset": reset_ok,
-                       "heap_trimmed": trimmed},
+            "memory": peak.record(),
             "accuracy": {"before": before, "after": after},
+            "calibration": decisions,
+            "placement": self.placement,
+            "system_checks": checks,
+            "overhead": overhead,
         }

@@ -1,6 +1,6 @@
 """The Job: one cell of a plan, frozen and validated; its cell id hashes what is measured.
 
-Execution settings (target, threads, warm-up, timeout) are recorded but not hashed, so the same
+Execution settings (target, threads, cpus, warm-up, timeout) are recorded but not hashed, so the same
 cell measured on two targets shares one id and reports can pivot on it.
 """
 import hashlib
@@ -8,7 +8,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional
 
-MODES = ("performance", "energy")
+MODES = ("performance", "energy", "overhead")
+"""performance: timed steps; energy: one long window, no I/O inside; overhead: interleaved pairs of
+an instrumented and a bare step (``steps`` pairs), to measure what the harness's timing costs."""
 OPS = ("stock",)
 MEASURED_FIELDS = ("model", "method", "method_params", "data", "checkpoint", "resolution", "batch",
                    "steps", "seed", "lr", "ops", "mode")
@@ -30,6 +32,7 @@ class Job:
     seed: int = 0
     lr: float = 0.01
     threads: int = 1
+    cpus: str = "auto"
     ops: str = "stock"
     mode: str = "performance"
     timeout_s: float = 600.0
@@ -49,6 +52,7 @@ class Job:
             raise JobError("job field 'lr' must be a positive number, got %r" % (self.lr,))
         if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
             raise JobError("job field 'timeout_s' must be positive seconds, got %r" % (self.timeout_s,))
+        parse_cpus(self.cpus)
         if self.ops not in OPS:
             raise JobError("job field 'ops' is %r; known: %s" % (self.ops, ", ".join(OPS)))
         if self.mode not in MODES:
@@ -81,6 +85,23 @@ class Job:
     @classmethod
     def from_json(cls, d: Mapping) -> "Job":
         return cls(**d)
+
+
+def parse_cpus(text):
+    """``"auto"`` -> None; ``"2-3"`` or ``"0,2"`` (taskset's list format) -> sorted CPU numbers."""
+    if text == "auto":
+        return None
+    cpus = set()
+    try:
+        for part in str(text).split(","):
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        cpus = set()
+    if not cpus or min(cpus) < 0:
+        raise JobError("job field 'cpus' must be \"auto\" or a CPU list like \"2-3\" or \"0,2\", "
+                       "got %r" % (text,))
+    return sorted(cpus)
 
 
 def unique_names(jobs):

@@ -3,6 +3,8 @@ what fixes it. The checks run as one shell script on the device (over SSH, or lo
 from dataclasses import dataclass
 from typing import Optional
 
+from harness.syschecks import GOVERNOR_FIX
+
 MIN_FREE_MEMORY = 512 * 1024 ** 2
 MIN_FREE_DISK = 1024 ** 3
 SCRIPT = r'''
@@ -16,7 +18,6 @@ echo "clock_khz: $(cat $g/scaling_cur_freq 2>/dev/null) $(cat $g/scaling_max_fre
 shift 3
 for tool in "$@"; do echo "tool: $tool $(command -v "$tool" || echo MISSING)"; done
 '''
-GOVERNOR_FIX = "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor"
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,13 @@ def test_performance_mode_streams_each_step_inside_the_timed_region():
     assert status == 0
     kinds = [(m["type"], m.get("event"), m.get("name")) for m in replies]
     start, stop = kinds.index(("region", "start", "timed")), kinds.index(("region", "stop", "timed"))
-    assert [k[0] for k in kinds[start + 1:stop]] == ["step"] * 3
-    assert replies[-1]["type"] == "result"
+    result = replies[-1]
+    assert result["type"] == "result"
+    timed = result["calibration"]["timed_steps"]
+    assert timed >= 3  # the job's steps are the minimum; calibration may add samples
+    assert [k[0] for k in kinds[start + 1:stop]] == ["step"] * timed
+    warmup = [m for m in replies if m["type"] == "step" and m["phase"] == "warmup"]
+    assert len(warmup) == result["calibration"]["warmup_steps"] >= 1
 
 
 def test_energy_mode_keeps_the_timed_window_free_of_io():
@@ -34,7 +39,33 @@ def test_energy_mode_keeps_the_timed_window_free_of_io():
     kinds = [(m["type"], m.get("event"), m.get("name")) for m in replies]
     start, stop = kinds.index(("region", "start", "timed")), kinds.index(("region", "stop", "timed"))
     assert stop == start + 1
-    assert sum(1 for m in replies if m["type"] == "step" and m["phase"] == "timed") == 3
+    timed = replies[-1]["calibration"]["timed_steps"]
+    assert sum(1 for m in replies if m["type"] == "step" and m["phase"] == "timed") == timed
+
+
+def test_overhead_mode_interleaves_instrumented_and_bare_steps():
+    status, replies = _session(plan_for(method="last-layer", resolution=32, steps=4, warmup=1,
+                                        mode="overhead"))
+    result = replies[-1]
+    overhead = result["overhead"]
+    assert status == 0 and overhead["order"] == "ABBA"
+    assert len(overhead["instrumented_ns"]) == len(overhead["bare_ns"]) == 4  # pairs = steps, never extended
+    assert all(t > 0 for t in overhead["instrumented_ns"] + overhead["bare_ns"])
+    # the instrumented arm is an ordinary step: its message is sent inside the timed region
+    assert sum(1 for m in replies if m["type"] == "step" and m["phase"] == "timed") == 4
+
+
+def test_calibration_never_trains_so_accuracy_depends_only_on_the_plan_steps():
+    def after(warmup):
+        _, replies = _session(plan_for(method="last-layer", data="mnist5k-transfer", resolution=32,
+                                       batch=8, steps=4, warmup=warmup))
+        result = replies[-1]
+        assert result["calibration"]["timed_steps"] == 4  # real data: the training schedule is kept
+        return result["calibration"]["warmup_steps"], result["accuracy"]["after"]
+
+    short, long_ = after(0), after(12)
+    assert short[0] < long_[0]
+    assert short[1] == long_[1]
 
 
 def test_protocol_misuse_is_answered_with_an_error():

@@ -18,7 +18,9 @@ def test_runs_a_plan_in_a_fresh_agent():
     assert described["memory_capacity_bytes"] > 0 and described["torch"]
     run = target.run(plan_for(method="bp-last-k", resolution=32, steps=3, warmup=1), timeout_s=120)
     phases = [s["phase"] for s in run.steps]
-    assert phases == ["warmup", "timed", "timed", "timed"]
+    calibration = run.result["calibration"]
+    assert phases == ["warmup"] * calibration["warmup_steps"] + ["timed"] * calibration["timed_steps"]
+    assert run.result["placement"]["threads"] == 1
     for step in run.steps:
         t = step["t"]
         assert t[0] <= t[1] <= t[2] <= t[3] and isinstance(t[0], int)

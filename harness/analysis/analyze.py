@@ -7,6 +7,8 @@ import torch
 
 from ..executor import prepare_model
 from ..units import Figure, Source
+from .allocator import HOW as ALLOCATOR
+from .allocator import allocator_saved_bytes
 from .counts import analytic_counts
 from .flops import count_flops
 from .saved import measure_saved
@@ -27,11 +29,13 @@ def prepared_model(plan):
 
 def analyze(plan):
     """Nested dict of Figures: params, counts, ``analytic_backward`` and ``memory_bytes`` by
-    convention, measured saved bytes and counted FLOPs. All per batch of the plan's batch size."""
+    convention, measured saved bytes (by hooks and, independently, at the allocator) and counted
+    FLOPs. All per batch of the plan's batch size."""
     x, y = _batch(plan)
     counts = analytic_counts(prepared_model(plan), plan, x)
     saved = measure_saved(prepared_model(plan), x, y)
     flops = count_flops(prepared_model(plan), x, y)
+    held = allocator_saved_bytes(prepared_model(plan), x, y)
     analytic = Source.ANALYTIC
     return {
         "params": Figure(counts["params"], "count", analytic, per="model"),
@@ -44,6 +48,7 @@ def analyze(plan):
         "measured_saved_bytes": Figure(saved["saved_bytes"], "bytes", Source.MEASURED, how=HOOKS),
         "measured_saved_with_params_bytes": Figure(saved["with_params_bytes"], "bytes",
                                                    Source.MEASURED, how=HOOKS),
+        "allocator_saved_bytes": Figure(held, "bytes", Source.MEASURED, how=ALLOCATOR),
         "counted_forward_flops": Figure(flops["forward"], "FLOP", Source.MEASURED, how=FLOP_COUNTER),
         "counted_backward_flops": Figure(flops["backward"], "FLOP", Source.MEASURED,
                                          how=FLOP_COUNTER),
