@@ -1,11 +1,10 @@
-"""The ``odt-bench`` command line: run, analyze, report, pretrain.
+"""The ``odt-bench`` command line: run, analyze, report, export, list, doctor, pretrain.
 
 Exit codes: 0 every cell ok; 1 some cells failed (their records and all others are kept) or the
 target could not be reached;
 2 bad input (unknown name, bad plan, unreadable file); 130 interrupted (finished cells kept).
 """
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -15,8 +14,10 @@ from pathlib import Path
 from . import registry
 from .cache import ArtifactCache
 from .job import JobError
-from .journal import Journal, JournalError, read_journal
-from .plan import PlanError, jobs_from, load_plan, plan_names
+from .journal import Journal, JournalError, new_journal_path, read_journal
+from .keywords import KeywordError, matcher
+from .job import unique_names
+from .plan import PlanError, apply_overrides, jobs_from, load_plan, parse_overrides, plan_names
 from .target import TargetError
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -70,16 +71,29 @@ def _add_cell_flags(parser):
         group.add_argument("--" + param, dest="param_" + param, type=kind, help=help_text)
 
 
-def _adhoc_jobs(args, forced=None):
-    """Jobs for the single cell the flags describe (``forced``: fields set by the command)."""
+def _adhoc_jobs(args):
+    """Jobs for the single cell the flags describe (and ``--set`` overrides, where given)."""
     if not args.model or not args.method:
         raise UsageError("a single cell needs both --model and --method")
     defaults = {name: getattr(args, name) for name, _ in CELL_FLAGS if getattr(args, name) is not None}
-    defaults.update(forced or {})
     params = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
     doc = {"defaults": defaults, "methods": {args.method: params},
            "cells": [{"model": args.model, "method": args.method}]}
-    return jobs_from(doc, "command line")
+    return jobs_from(apply_overrides(doc, parse_overrides(getattr(args, "overrides", None))),
+                     "command line")
+
+
+def _selected(jobs, expression):
+    """The jobs whose names match the ``-k`` expression (all when none is given)."""
+    if not expression:
+        return jobs
+    names = unique_names(jobs)
+    keep = matcher(expression)
+    chosen = [job for job in jobs if keep(names[job.cell_id])]
+    if not chosen:
+        raise UsageError("-k %r matches none of the %d cells (names look like %s)"
+                         % (expression, len(jobs), names[jobs[0].cell_id]))
+    return chosen
 
 
 def _targets_file(args):
@@ -105,13 +119,16 @@ def cmd_run(args):
         if given:
             raise UsageError("--%s describes a single cell; give --model and --method too, "
                              "or put it in the plan" % given[0].replace("_", "-"))
-        plan = load_plan(args.plan)
+        plan = load_plan(args.plan, parse_overrides(args.overrides))
         jobs, plan_name = list(plan.jobs), plan.name
+    jobs = _selected(jobs, args.keyword)
+    if args.retries < 0:
+        raise UsageError("--retries must be 0 or more, got %d" % args.retries)
     if args.dry_run:
+        names = unique_names(jobs)
         for job in jobs:
-            print("%s  %s  %s  %s@%d  b%d  steps=%d warmup=%d" % (
-                job.cell_id, job.model, job.label, job.data, job.resolution, job.batch, job.steps,
-                job.warmup))
+            print("%s  %s  steps=%d warmup=%d mode=%s" % (job.cell_id, names[job.cell_id], job.steps,
+                                                         job.warmup, job.mode))
         print("%d cells" % len(jobs))
         return EXIT_OK
     cache = ArtifactCache(args.cache)
@@ -125,20 +142,76 @@ def cmd_run(args):
             log.warning("%s", problem)
         done = {r["cell_id"] for r in records if r["status"] == "ok" and r["target"] == args.target}
     else:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = Path(args.results) / args.target / ("%s-%s.jsonl" % (plan_name, stamp))
+        path = new_journal_path(args.results, args.target, plan_name)
     from .runner import Runner
 
     target.open()
     try:
-        summary = Runner(target, cache, Journal(path), path.stem, plan_name).run(jobs, done)
+        summary = Runner(target, cache, Journal(path), path.stem, plan_name,
+                         retries=args.retries).run(jobs, done)
     finally:
         target.close()
+        _export_after_run(path)
     log.info("%d ok, %d failed, %d already done; journal: %s", summary.ok, summary.failed,
              summary.skipped, path)
     if args.report:
         _render([path], args.report)
     return EXIT_CELLS_FAILED if summary.failed else EXIT_OK
+
+
+def _export_after_run(journal):
+    """The pytest-benchmark file of a run, written even when the run was interrupted."""
+    from .export import ExportError, export_journal
+
+    if not journal.is_file():
+        return
+    try:
+        log.info("pytest-benchmark file: %s", export_journal(journal))
+    except ExportError as exc:
+        log.warning("no pytest-benchmark file: %s", exc)
+
+
+def cmd_export(args):
+    from .export import export_journal
+
+    for journal in args.journals:
+        print(export_journal(Path(journal), args.storage))
+    return EXIT_OK
+
+
+def cmd_list(args):
+    if args.what == "models":
+        from suites import models
+
+        for name in models.names():
+            spec = models.spec(name)
+            print("%-16s %s convs; published: %s" % (name, spec["n_convs"], models.published_counts(name)["paper"]))
+    elif args.what == "methods":
+        for name in registry.names(registry.METHODS):
+            method = registry.load(registry.METHODS, name)
+            params = ", ".join("%s (%s)" % (p, kind.__name__) for p, (kind, _) in method.params.items())
+            print("%-12s %s%s" % (name, method.description, "; parameters: " + params if params else ""))
+    elif args.what == "plans":
+        for name in plan_names():
+            plan = load_plan(name)
+            print("%-10s %3d cells  %s" % (name, len(plan.jobs), " ".join(plan.description.split())))
+    else:
+        for name in registry.names(registry.TARGETS):
+            cls = registry.load(registry.TARGETS, name)
+            doc = (cls.__doc__ or "").strip().splitlines()
+            kind = "kind, described in the targets file" if getattr(cls, "needs_description", False) else "built in"
+            print("%-14s %s: %s" % (name, kind, doc[0] if doc else ""))
+        path = Path(_targets_file(args))
+        if path.is_file():
+            from targets.config import load_targets
+
+            try:
+                described = load_targets(path)
+            except ValueError as exc:
+                raise UsageError(str(exc))
+            for name, host in sorted(described.items()):
+                print("%-14s %s target in %s: %s" % (name, host.kind, path, host.host))
+    return EXIT_OK
 
 
 def _render(paths, out_dir):
@@ -219,6 +292,14 @@ def build_parser():
                      help="continue a journal (default: the plan's latest), skipping finished cells")
     run.add_argument("--dry-run", action="store_true", help="list the cells and stop")
     run.add_argument("--report", metavar="DIR", help="render a report of this run into DIR")
+    run.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                     help="override a job field in every cell (e.g. steps=10, resolution=[64,128]) or a "
+                          "method parameter (bp-last-k.k=4); repeatable")
+    run.add_argument("-k", dest="keyword", metavar="EXPR",
+                     help="run only cells whose names match, as pytest -k: 'bias-only or last-layer'")
+    run.add_argument("--retries", type=int, default=1, metavar="N",
+                     help="retry a cell that timed out, crashed or lost its connection up to N times "
+                          "(default 1)")
     _add_cell_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -231,6 +312,17 @@ def build_parser():
     report.add_argument("journals", nargs="+", help="journal files or directories")
     report.add_argument("-o", "--output", required=True, help="output directory")
     report.set_defaults(func=cmd_report)
+
+    export = sub.add_parser("export", help="write a new pytest-benchmark JSON file from journals")
+    export.add_argument("journals", nargs="+", help="journal files (.jsonl)")
+    export.add_argument("--storage", help="pytest-benchmark storage directory (default: the journal's "
+                                          "directory, results/<target>/)")
+    export.set_defaults(func=cmd_export)
+
+    listing = sub.add_parser("list", help="list models, methods, plans or targets")
+    listing.add_argument("what", choices=("models", "methods", "plans", "targets"))
+    listing.add_argument("--targets", help="targets file (default $%s, else ./targets.toml)" % TARGETS_ENV)
+    listing.set_defaults(func=cmd_list)
 
     doc = sub.add_parser("doctor", help="check that a target is ready (Python, torch, memory, "
                                         "disk, governor, clocks, board tools)")
@@ -251,7 +343,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, PlanError, JobError, JournalError, KeyError) as exc:
+    except (UsageError, PlanError, JobError, JournalError, KeywordError, KeyError) as exc:
         print("odt-bench: error: %s" % (exc.args[0] if isinstance(exc, KeyError) else exc),
               file=sys.stderr)
         return EXIT_USAGE

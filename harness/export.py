@@ -40,7 +40,6 @@ from pytest_benchmark.stats import Stats
 from . import __version__
 from .job import Job, JobError, unique_names
 from .journal import JournalError, read_journal
-from .measurement import STEP_PARTS
 
 TEST_FILE = "suites/test_benchmarks.py"
 TEST_FUNCTION = "test_cell"
@@ -64,7 +63,7 @@ def _latest_per_cell(records):
     return list(latest.values())
 
 
-def _group(job):
+def group(job):
     group = "%s, %s, r%d, b%d" % (job.model, job.data, job.resolution, job.batch)
     return group if job.mode == "performance" else "%s, %s" % (group, job.mode)
 
@@ -130,9 +129,9 @@ def _trace_summary(trace):
             "note": "the full trace is in the journal record"}
 
 
-def _extra_info(record, job, name, device):
+def extra_info(record, job, name, device, attempts):
     m = record["measurement"]
-    extra = {"cell_id": record["cell_id"], "name": name, "label": job.label,
+    extra = {"cell_id": record["cell_id"], "name": name, "label": job.label, "attempts": attempts,
              "target": record["target"], "run_id": record.get("run_id"), "plan": record.get("plan"),
              "job": record["job"],
              "stats_source": "measurement.samples.step_ns (device clock, integer ns) / 1e9 = s; "
@@ -149,16 +148,16 @@ def _extra_info(record, job, name, device):
     return extra
 
 
-def _benchmark(record, job, name, device):
+def _benchmark(record, job, name, device, attempts):
     step_ns = _step_samples(record)
     m = record["measurement"]
     return {
-        "group": _group(job),
+        "group": group(job),
         "name": "%s[%s]" % (TEST_FUNCTION, name),
         "fullname": "%s::%s[%s]" % (TEST_FILE, TEST_FUNCTION, name),
         "params": {PARAM: name},
         "param": name,
-        "extra_info": _extra_info(record, job, name, device),
+        "extra_info": extra_info(record, job, name, device, attempts),
         "options": {
             "disable_gc": None,  # not recorded
             "timer": _timer(m),
@@ -170,14 +169,15 @@ def _benchmark(record, job, name, device):
             "warmup": job.warmup,
             "warmup_rounds": len((m.get("warmup_samples") or {}).get("step_ns") or []),
             "threads": job.threads,
+            "cpus": getattr(job, "cpus", None),
             "mode": job.mode,
         },
         "stats": _stats(step_ns),
     }
 
 
-def _failed(record, job, name, error=None):
-    return {"cell_id": record["cell_id"], "name": name, "group": _group(job),
+def _failed(record, job, name, attempts, error=None):
+    return {"cell_id": record["cell_id"], "name": name, "group": group(job), "attempts": attempts,
             "target": record["target"], "run_id": record.get("run_id"), "plan": record.get("plan"),
             "status": record["status"], "job": record["job"],
             "error": error if error is not None else record.get("error"),
@@ -244,18 +244,21 @@ def benchmark_document(records, target=None, generated_at=None):
     names = unique_names(list(jobs.values()))
     ok = [r for r in latest if r["status"] == "ok"]
     device = ok[-1].get("device") if ok else None
+    attempts = {}  # records per cell: a retried or resumed cell has several, the latest wins
+    for record in records:
+        attempts[record["cell_id"]] = attempts.get(record["cell_id"], 0) + 1
     benchmarks, failed = [], []
     for record in latest:
         cell = record["cell_id"]
-        job, name = jobs[cell], names[jobs[cell].cell_id]
+        job, name, n = jobs[cell], names[jobs[cell].cell_id], attempts[cell]
         if record["status"] != "ok":
-            failed.append(_failed(record, job, name))
+            failed.append(_failed(record, job, name, n))
         elif _step_samples(record) is None:
-            failed.append(_failed(record, job, name, {
+            failed.append(_failed(record, job, name, n, {
                 "failure": "no-step-samples", "detail": "",
                 "message": "the ok record has no integer-ns measurement.samples.step_ns"}))
         else:
-            benchmarks.append(_benchmark(record, job, name, device))
+            benchmarks.append(_benchmark(record, job, name, device, n))
     when = generated_at or datetime.datetime.now(datetime.timezone.utc)
     return {
         "machine_info": machine_info(device, target),

@@ -3,6 +3,7 @@
 A journal is the source of truth. Reading never stops at a bad line: a corrupt or unknown-schema
 line is reported (file and line number) and skipped, so one torn write loses nothing else.
 """
+import datetime
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,12 @@ class Journal:
             f.write(line.encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def new_journal_path(results_dir, target, plan_name):
+    """``results/<target>/<plan>-<UTC stamp>.jsonl``: where a new run's journal goes."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(results_dir) / target / ("%s-%s.jsonl" % (plan_name, stamp))
 
 
 def read_journal(path):

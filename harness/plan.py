@@ -16,7 +16,9 @@ Grammar (every key is checked; an unknown one is an error naming the file and ke
     method = ["full", "bias-only"]
     resolution = 128
 
-A cell's fields: its block's, else ``[defaults]``, else the Job's own defaults.
+A cell's fields: its block's, else ``[defaults]``, else the Job's own defaults. Overrides from the
+command line (``--set key=value``) replace a job field in every block (a TOML list value is an
+axis), or a method parameter with ``--set METHOD.PARAM=value``.
 """
 import itertools
 import tomllib
@@ -115,11 +117,49 @@ def jobs_from(doc, where="plan"):
     return jobs
 
 
-def load_plan(name_or_path) -> Plan:
+def parse_overrides(items):
+    """``["steps=10", "resolution=[64, 128]"]`` -> ``{"steps": 10, "resolution": [64, 128]}``;
+    values are TOML when they parse as TOML, else plain strings."""
+    out = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise PlanError("--set %r: expected KEY=VALUE, e.g. --set steps=10" % item)
+        try:
+            value = tomllib.loads("v = " + raw)["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out[key.strip()] = value
+    return out
+
+
+def apply_overrides(doc, overrides):
+    """A copy of the plan document ``doc`` with ``overrides`` (from ``parse_overrides``) applied."""
+    doc = dict(doc, cells=[dict(block) for block in doc.get("cells", [])],
+               methods={k: dict(v) for k, v in doc.get("methods", {}).items()})
+    for key, value in overrides.items():
+        method, dot, param = key.rpartition(".")
+        if dot:
+            if method not in registry.names(registry.METHODS):
+                raise PlanError("--set %s: unknown method %r; known: %s"
+                                % (key, method, ", ".join(registry.names(registry.METHODS))))
+            doc["methods"].setdefault(method, {})[param] = value
+        elif key in JOB_FIELDS:
+            for block in doc["cells"]:
+                block[key] = value
+        else:
+            raise PlanError("--set %s: unknown key; give a job field (%s) or METHOD.PARAM"
+                            % (key, ", ".join(sorted(JOB_FIELDS))))
+    return doc
+
+
+def load_plan(name_or_path, overrides=None) -> Plan:
     path = resolve(name_or_path)
     try:
         doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PlanError("plan file %s is not valid TOML: %s" % (path, exc))
+    if overrides:
+        doc = apply_overrides(doc, overrides)
     return Plan(name=doc.get("name", path.stem), description=doc.get("description", ""),
                 path=str(path), jobs=tuple(jobs_from(doc, str(path))))

@@ -1,6 +1,11 @@
 """The runner owns execution: compile each cell, run it on the target, analyse it on the host,
 and append its record to the journal the moment it ends. A failed cell is recorded and the run
-goes on; finished cells are never lost (resume skips them)."""
+goes on; finished cells are never lost (resume skips them). A cell that failed in a way that may
+not recur (timeout, crash, lost connection, unhealthy device) is retried up to ``retries`` times;
+every attempt is journaled, the latest wins when results are read.
+
+Both front ends drive it: ``odt-bench run`` through ``run``, the pytest suite (``suites/``) one
+cell at a time through ``start`` and ``run_one``."""
 import logging
 import time
 from dataclasses import dataclass, field
@@ -12,9 +17,11 @@ from .journal import Journal
 from .measurement import measurement
 from .provenance import host_provenance
 from .stats import median
-from .target import TargetError
+from .target import Failure, TargetError
 
 log = logging.getLogger("odt_bench.run")
+RETRYABLE = frozenset(f.value for f in (Failure.TIMEOUT, Failure.CRASH, Failure.PROTOCOL, Failure.UNHEALTHY))
+DEFAULT_RETRIES = 1
 
 
 @dataclass
@@ -25,18 +32,29 @@ class RunSummary:
     failures: list = field(default_factory=list)
 
 
-def _describe_job(job):
-    return "%s %s %s@%d b%d" % (job.model, job.label, job.data, job.resolution, job.batch)
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return "%d min %02d s" % divmod(seconds, 60) if seconds >= 60 else "%d s" % seconds
+
+
+def _outcome(record):
+    if record["status"] == "ok":
+        return "ok, median step %.2f ms" % (median(record["measurement"]["samples"]["step_ns"]) / 1e6)
+    return "FAILED (%s): %s" % (record["error"]["failure"], record["error"]["message"])
 
 
 class Runner:
-    def __init__(self, target, cache, journal: Journal, run_id, plan_name):
+    def __init__(self, target, cache, journal: Journal, run_id, plan_name, retries=DEFAULT_RETRIES):
+        if retries < 0:
+            raise ValueError("retries must be >= 0, got %r" % (retries,))
         self.target = target
         self.cache = cache
         self.journal = journal
         self.run_id = run_id
         self.plan_name = plan_name
+        self.retries = retries
         self.provenance = host_provenance()
+        self.device = None
 
     def _record(self, job, status, **extra):
         return dict({"target": self.target.name, "cell_id": job.cell_id, "run_id": self.run_id,
@@ -68,6 +86,22 @@ class Runner:
         return self._record(job, "ok", measurement=measurement(run, analysis, self.target.name),
                             device=device, update_plan=plan["update_plan"], provenance=provenance)
 
+    def start(self):
+        """Describe the device once; call before ``run_one``."""
+        self.device = self.target.describe()
+
+    def run_one(self, job):
+        """Run one cell (with its retries), journal every attempt, return the last record."""
+        attempt = 1
+        while True:
+            record = dict(self.run_cell(job, self.device), attempt=attempt)
+            self.journal.append(record)
+            failure = record.get("error", {}).get("failure")
+            if record["status"] == "ok" or failure not in RETRYABLE or attempt > self.retries:
+                return record
+            log.warning("%s %s: attempt %d failed (%s); retrying", job.cell_id, job.name, attempt, failure)
+            attempt += 1
+
     def run(self, jobs, done=frozenset()):
         summary = RunSummary()
         todo = [job for job in jobs if job.cell_id not in done]
@@ -75,21 +109,18 @@ class Runner:
         if summary.skipped:
             log.info("resuming: %d of %d cells already in %s", summary.skipped, len(jobs),
                      self.journal.path)
-        device = self.target.describe()
+        self.start()
         started = time.monotonic()
         for i, job in enumerate(todo, 1):
-            log.info("[%d/%d] %s %s ...", i, len(todo), job.cell_id, _describe_job(job))
-            record = self.run_cell(job, device)
-            self.journal.append(record)
+            log.info("[%d/%d] %s %s ...", i, len(todo), job.cell_id, job.name)
+            record = self.run_one(job)
             if record["status"] == "ok":
                 summary.ok += 1
-                step = median(record["measurement"]["samples"]["step_ns"]) / 1e6
-                outcome = "ok, median step %.2f ms" % step
             else:
                 summary.failed += 1
                 summary.failures.append(record)
-                outcome = "FAILED (%s): %s" % (record["error"]["failure"], record["error"]["message"])
-            per_cell = (time.monotonic() - started) / i
-            log.info("[%d/%d] %s %s; ETA %.0f s", i, len(todo), job.cell_id, outcome,
-                     per_cell * (len(todo) - i))
+            elapsed = time.monotonic() - started
+            eta = " ETA %s" % _duration(elapsed / i * (len(todo) - i)) if i < len(todo) else ""
+            log.info("[%d/%d] %s %s; %s elapsed%s", i, len(todo), job.cell_id, _outcome(record),
+                     _duration(elapsed), eta)
         return summary

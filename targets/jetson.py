@@ -120,6 +120,8 @@ def device_clock_offset(session, samples=5):
 
 
 class JetsonTarget(SshTarget):
+    """A Jetson over SSH; energy from its INA3221 power rails, nvpmodel and clocks checked."""
+
     tools = {"tegrastats": "part of JetPack (L4T); reinstall nvidia-l4t-tools",
              "nvpmodel": "part of JetPack (L4T); reinstall nvidia-l4t-nvpmodel"}
 

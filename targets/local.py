@@ -17,6 +17,8 @@ from .pipe import converse
 
 
 class LocalTarget:
+    """This machine: a fresh agent process per job; no power meter."""
+
     name = "local"
     needs_description = False
 

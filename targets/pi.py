@@ -40,6 +40,8 @@ def throttle_flags(before, after):
 
 
 class RaspberryPiTarget(SshTarget):
+    """A Raspberry Pi over SSH; vcgencmd throttling and temperature checked around every job."""
+
     tools = {"vcgencmd": "sudo apt install raspi-utils  (Bookworm; libraspberrypi-bin before it)"}
 
     def health(self):
