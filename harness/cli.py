@@ -18,6 +18,7 @@ from .journal import Journal, JournalError, new_journal_path, read_journal
 from .keywords import KeywordError, matcher
 from .job import unique_names
 from .plan import PlanError, apply_overrides, jobs_from, load_plan, parse_overrides, plan_names
+from .runner import DEFAULT_RETRIES, Runner
 from .target import TargetError
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -143,8 +144,6 @@ def cmd_run(args):
         done = {r["cell_id"] for r in records if r["status"] == "ok" and r["target"] == args.target}
     else:
         path = new_journal_path(args.results, args.target, plan_name)
-    from .runner import Runner
-
     target.open()
     try:
         summary = Runner(target, cache, Journal(path), path.stem, plan_name,
@@ -216,14 +215,14 @@ def cmd_list(args):
 
 def _render(paths, out_dir):
     from .report import render
-    from .results import load, long_table
+    from .results import cell_tables, load, long_table
 
     records, problems = load(paths)
     for problem in problems:
         log.warning("%s", problem)
     if not records:
         raise UsageError("no valid records in %s" % ", ".join(map(str, paths)))
-    report = render(long_table(records), Path(out_dir), [str(p) for p in paths])
+    report = render(long_table(records), Path(out_dir), [str(p) for p in paths], cell_tables(records))
     log.info("report: %s", report)
     return report
 
@@ -297,9 +296,10 @@ def build_parser():
                           "method parameter (bp-last-k.k=4); repeatable")
     run.add_argument("-k", dest="keyword", metavar="EXPR",
                      help="run only cells whose names match, as pytest -k: 'bias-only or last-layer'")
-    run.add_argument("--retries", type=int, default=1, metavar="N",
-                     help="retry a cell that timed out, crashed or lost its connection up to N times "
-                          "(default 1)")
+    run.add_argument("--retries", type=int, default=DEFAULT_RETRIES, metavar="N",
+                     help="retry a cell that timed out, crashed, lost its connection or ran on an "
+                          "unhealthy device up to N times; every attempt is journaled, the latest "
+                          "wins (default %d)" % DEFAULT_RETRIES)
     _add_cell_flags(run)
     run.set_defaults(func=cmd_run)
 

@@ -1,17 +1,31 @@
-"""From journals to the pandas long table that reports read (no torch, no targets).
+"""From journals to the pandas tables that reports read (no torch, no targets).
 
 Records are keyed by (target, cell id); the last record for a key wins, across the journals
-given, in file order. Timing figures are summarised here from the raw samples.
+given, in file order. Timing figures are summarised here from the raw samples, which stay in the
+long table (``samples``) for the statistics a report draws from them. What a cell recorded beside
+its samples and figures (timer overhead, calibration, placement, system checks) goes into small
+per-cell tables (``cell_tables``); journals older than those keys simply give empty tables.
 """
+from dataclasses import dataclass
+
 import pandas as pd
 
+from .job import Job, unique_names
 from .journal import journal_paths, read_journal
-from .job import Job
 from .measurement import STEP_PARTS
 from .stats import summary
 
-COLUMNS = ["target", "run_id", "cell_id", "model", "method", "label", "data", "resolution", "batch",
-           "status", "quantity", "value", "unit", "source", "per", "reason", "n", "q1", "q3"]
+CELL_COLUMNS = ["target", "run_id", "cell_id", "name", "warmup"]
+"""Every row of a record: which cell, its readable name and the warm-up steps it ran."""
+COLUMNS = CELL_COLUMNS + ["model", "method", "label", "data", "resolution", "batch", "mode", "status",
+                          "quantity", "value", "unit", "source", "per", "reason", "n", "q1", "q3",
+                          "samples"]
+CALIBRATION_KEYS = ["warmup_min", "warmup_max", "warmup_steps", "warmup_stop", "window", "tolerance",
+                    "estimate_step_ns", "timer_resolution_ns", "timed_steps", "timed_reason",
+                    "min_timed_ns"]
+OVERHEAD_COLUMNS = CELL_COLUMNS + ["instrumented_ns", "bare_ns", "order"]
+CALIBRATION_COLUMNS = CELL_COLUMNS + CALIBRATION_KEYS + ["threads", "cpus"]
+CHECK_COLUMNS = CELL_COLUMNS + ["check", "status", "value", "advice"]
 
 
 def load(paths):
@@ -25,17 +39,35 @@ def load(paths):
     return list(latest.values()), problems
 
 
-def _rows(record):
+def _warmup(record):
+    """Warm-up steps an ok record ran: the calibration's count where recorded, else the job's."""
+    calibration = record["measurement"].get("calibration") or {}
+    return calibration.get("warmup_steps", record["job"]["warmup"])
+
+
+def _names(records):
+    """``{cell_id: name}`` unique across the records' cells (a cell on two targets is one cell)."""
+    jobs = {record["cell_id"]: Job.from_json(record["job"]) for record in records}
+    return unique_names(list(jobs.values()))
+
+
+def _cell(record, names):
+    warmup = _warmup(record) if record["status"] == "ok" else None
+    return {"target": record["target"], "run_id": record.get("run_id"), "cell_id": record["cell_id"],
+            "name": names[record["cell_id"]], "warmup": warmup}
+
+
+def _rows(record, names):
     job = record["job"]
-    base = {"target": record["target"], "run_id": record.get("run_id"), "cell_id": record["cell_id"],
-            "model": job["model"], "method": job["method"], "label": Job.from_json(job).label,
-            "data": job["data"], "resolution": job["resolution"], "batch": job["batch"],
-            "status": record["status"]}
+    base = dict(_cell(record, names), model=job["model"], method=job["method"],
+                label=Job.from_json(job).label, data=job["data"], resolution=job["resolution"],
+                batch=job["batch"], mode=job["mode"], status=record["status"])
     nan = float("nan")
     if record["status"] != "ok":
         error = record.get("error") or {}
         yield dict(base, quantity="error", value=nan, unit="count", source="measured", per="run",
-                   reason="%s: %s" % (error.get("failure"), error.get("message")), n=nan, q1=nan, q3=nan)
+                   reason="%s: %s" % (error.get("failure"), error.get("message")), n=nan, q1=nan, q3=nan,
+                   samples=None)
         return
     m = record["measurement"]
     for part in STEP_PARTS:
@@ -43,13 +75,57 @@ def _rows(record):
         if samples:
             s = summary(samples)
             yield dict(base, quantity=part, value=s["median"], unit="ns", source="measured", per="batch",
-                       reason=None, n=s["n"], q1=s["q1"], q3=s["q3"])
+                       reason=None, n=s["n"], q1=s["q1"], q3=s["q3"], samples=tuple(samples))
     for name, fig in sorted(m["figures"].items()):
         value = nan if fig["value"] is None else float(fig["value"])
         yield dict(base, quantity=name, value=value, unit=fig["unit"], source=fig["source"],
-                   per=fig["per"], reason=fig.get("reason"), n=nan, q1=nan, q3=nan)
+                   per=fig["per"], reason=fig.get("reason"), n=nan, q1=nan, q3=nan, samples=None)
 
 
 def long_table(records):
-    rows = [row for record in records for row in _rows(record)]
+    names = _names(records)
+    rows = [row for record in records for row in _rows(record, names)]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@dataclass(frozen=True)
+class CellTables:
+    """One row per ok cell that recorded timer-overhead pairs (``overhead``), calibration or
+    placement (``calibration``), and one row per system check of each cell (``system_checks``)."""
+
+    overhead: pd.DataFrame
+    calibration: pd.DataFrame
+    system_checks: pd.DataFrame
+
+
+def _overhead_rows(cell, m):
+    pairs = m.get("overhead")
+    if pairs:
+        yield dict(cell, instrumented_ns=tuple(pairs["instrumented_ns"]), bare_ns=tuple(pairs["bare_ns"]),
+                   order=pairs["order"])
+
+
+def _calibration_rows(cell, m):
+    calibration, placement = m.get("calibration") or {}, m.get("placement") or {}
+    if calibration or placement:
+        cpus = placement.get("cpus")
+        yield dict(cell, **{key: calibration.get(key) for key in CALIBRATION_KEYS},
+                   threads=placement.get("threads"), cpus=None if cpus is None else tuple(cpus))
+
+
+def _check_rows(cell, m):
+    for check in m.get("system_checks") or ():
+        yield dict(cell, check=check["name"], status=check["status"], value=check.get("value"),
+                   advice=check.get("advice"))
+
+
+def cell_tables(records):
+    """The per-cell tables of the ok ``records``; values keep their JSON types (object columns)."""
+    names = _names(records)
+    ok = [(_cell(record, names), record["measurement"]) for record in records if record["status"] == "ok"]
+
+    def frame(rows, columns):
+        return pd.DataFrame([row for cell, m in ok for row in rows(cell, m)], columns=columns, dtype=object)
+
+    return CellTables(frame(_overhead_rows, OVERHEAD_COLUMNS), frame(_calibration_rows, CALIBRATION_COLUMNS),
+                      frame(_check_rows, CHECK_COLUMNS))

@@ -21,7 +21,8 @@ from .target import Failure, TargetError
 
 log = logging.getLogger("odt_bench.run")
 RETRYABLE = frozenset(f.value for f in (Failure.TIMEOUT, Failure.CRASH, Failure.PROTOCOL, Failure.UNHEALTHY))
-DEFAULT_RETRIES = 1
+DEFAULT_RETRIES = 0
+"""Retries are opt-in: a cell that hangs or crashes usually does so again, and a retry doubles its time."""
 
 
 @dataclass

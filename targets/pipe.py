@@ -12,6 +12,8 @@ from harness.session import Session
 from harness.target import TargetError
 
 STDERR_TAIL = 8192
+CLOSED_GRACE_S = 2.0
+"""How long a child that closed its output gets to finish its stderr and exit before it is killed."""
 
 
 class PipeTransport:
@@ -20,6 +22,7 @@ class PipeTransport:
     def __init__(self, proc):
         self.proc = proc
         self.lines = queue.Queue()
+        self.ended = False
         self.stderr = collections.deque(maxlen=STDERR_TAIL)
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
         threading.Thread(target=self._read_stdout, daemon=True).start()
@@ -28,6 +31,7 @@ class PipeTransport:
     def _read_stdout(self):
         for line in iter(self.proc.stdout.readline, ""):
             self.lines.put(line)
+        self.ended = True
         self.lines.put(None)
 
     def _read_stderr(self):
@@ -53,24 +57,32 @@ class PipeTransport:
         return "".join(self.stderr)
 
 
+def _wait(proc, timeout_s):
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def converse(proc, timeout_s, talk, abort, explain=None):
     """``talk(session)`` with the child ``proc``; ``abort(session)`` runs on failure and at the end.
 
-    ``explain(stderr_tail)`` may turn what the child printed into a better message."""
+    ``explain(message, stderr_tail, returncode)`` may turn the failure and what the child printed
+    into a better message (``returncode`` is None when the child had to be killed)."""
     transport = PipeTransport(proc)
     session = Session(transport, timeout_s)
     try:
         result = talk(session)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass  # it answered everything; abort() below ends it
+        _wait(proc, 5)  # it answered everything; abort() below ends it if it lingers
         return result
     except TargetError as exc:
+        if transport.ended:
+            _wait(proc, CLOSED_GRACE_S)  # let a child that closed its output print why and exit
+        returncode = proc.poll()
         abort(session)
         tail = transport.stderr_tail().strip()
-        if explain and tail:
-            exc.args = (explain(str(exc), tail),)
+        if explain:
+            exc.args = (explain(str(exc), tail, returncode),)
         if tail and not exc.detail:
             exc.detail = "device stderr (last lines):\n" + tail
         raise

@@ -34,6 +34,7 @@ UNPACK = 'mkdir -p "$2" && tar -xf - -C "$2" && {}'
 INSTALL_CODE = UNPACK.format('touch "$2/.complete" && mkdir -p "$(dirname "$1")" && '
                              '{ mv "$2" "$1" 2>/dev/null || rm -rf "$2"; }')
 INSTALL_OBJECTS = UNPACK.format('mkdir -p "$1" && mv "$2"/* "$1"/ && rmdir "$2"')
+SSH_ERROR_STATUS = 255
 
 
 def _tar(files):
@@ -123,9 +124,11 @@ class SshTarget:
 
         return converse(proc, timeout_s, talk, abort, explain=self._explain)
 
-    def _explain(self, message, stderr):
-        if proc_lost(stderr):
-            return "lost the SSH connection to %s (%s): %s" % (self.name, message, stderr.strip()[-300:])
+    def _explain(self, message, stderr, returncode):
+        """ssh exits 255 on its own errors (a remote command's status is passed through)."""
+        if proc_lost(stderr) or returncode == SSH_ERROR_STATUS:
+            said = ": " + stderr.strip()[-300:] if stderr else ""
+            return "lost the SSH connection to %s (%s)%s" % (self.name, message, said)
         return message
 
     def open(self):

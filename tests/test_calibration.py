@@ -88,7 +88,11 @@ def test_train_peak_bytes_sees_a_known_allocation():
     memory = peak.record()
     assert memory["hwm_reset"]
     train_peak = memory["train_hwm_bytes"] - memory["train_start_rss_bytes"]
-    assert size <= train_peak <= size + 4 * 1024 ** 2
+    # Linux (>= 6.2) keeps RSS in per-CPU counters and, when a mapping goes away, updates the
+    # high-water mark from their unsummed total, which may be off by some pages per CPU: here
+    # (2 CPUs) the mark read after the block's free was 104-244 KiB below the one read before it
+    slack = max(4 * 1024 ** 2, (os.cpu_count() or 1) * 32 * os.sysconf("SC_PAGE_SIZE") * 2)
+    assert size - slack <= train_peak <= size + slack
     with device_info.PeakWindow() as quiet:
         pass
     record = quiet.record()

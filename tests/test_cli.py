@@ -10,6 +10,7 @@ from harness.cli import main
 from harness.journal import Journal, read_journal
 from harness.plan import jobs_from
 from harness.runner import Runner
+from harness.target import Failure, TargetError
 from targets.local import LocalTarget
 from tests.helpers import stand_in_python
 
@@ -88,11 +89,14 @@ def test_dry_run_lists_cells(capsys):
 def test_a_hanging_cell_fails_and_the_run_goes_on(tmp_path, capsys):
     plan = tmp_path / "p.toml"
     plan.write_text(SMALL + '[[cells]]\nmodel = "mcunet-5fps"\nmethod = "full"\nresolution = 64\ntimeout_s = 0.2\n')
-    assert _run("--plan", str(plan), "--results", str(tmp_path)) == 1
+    assert _run("--plan", str(plan), "--results", str(tmp_path), "--retries", "1") == 1
     _, records = _journal_records(tmp_path)
-    assert [r["status"] for r in records] == ["ok", "ok", "failed"]
+    # a timeout may not recur: with --retries 1 the cell runs twice and both attempts are kept
+    assert [(r["status"], r["attempt"]) for r in records] == [("ok", 1), ("ok", 1), ("failed", 1), ("failed", 2)]
     assert records[2]["error"]["failure"] == "timeout"
-    assert "FAILED (timeout)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "FAILED (timeout)" in err and "attempt 1 failed (timeout); retrying" in err
+    assert sorted(p.name for p in tmp_path.rglob("0001_*.json"))  # a failed run still gets its export
 
 
 def test_resume_skips_finished_cells(tmp_path):
@@ -135,6 +139,104 @@ def test_an_interrupted_run_keeps_every_finished_cell(tmp_path):
         runner.run(jobs_from(tomllib.loads(SMALL)))
     records, problems = read_journal(journal.path)
     assert [r["status"] for r in records] == ["ok"] and not problems
+
+
+class FlakyTarget(LocalTarget):
+    """The local target whose first job dies as if the board had rebooted."""
+
+    def __init__(self):
+        super().__init__()
+        self.jobs = 0
+
+    def run(self, plan, timeout_s):
+        self.jobs += 1
+        if self.jobs == 1:
+            raise TargetError(Failure.CRASH, "the agent died (stand-in for a lost board)")
+        return super().run(plan, timeout_s)
+
+
+def test_a_cell_that_crashed_once_is_retried_and_succeeds(tmp_path):
+    import tomllib
+
+    journal = Journal(tmp_path / "run.jsonl")
+    jobs = jobs_from(tomllib.loads(SMALL))[:1]
+    summary = Runner(FlakyTarget(), LocalTarget().cache, journal, "run", "small", retries=2).run(jobs)
+    assert (summary.ok, summary.failed) == (1, 0)
+    records, _ = read_journal(journal.path)
+    assert [(r["status"], r["attempt"]) for r in records] == [("failed", 1), ("ok", 2)]
+
+
+def test_an_invalid_cell_is_not_retried(tmp_path):
+    # BatchNorm in train mode at batch 1 reaches 1x1 maps at 32 px: refused at compile time
+    assert _run("--model", "mbv2-w0.35", "--method", "full", "--resolution", "32", "--retries", "3",
+                "--results", str(tmp_path)) == 1
+    _, records = _journal_records(tmp_path)
+    assert [(r["error"]["failure"], r["attempt"]) for r in records] == [("invalid-job", 1)]
+
+
+def test_an_interrupted_run_still_writes_its_pytest_benchmark_file(tmp_path, monkeypatch):
+    calls = []
+    real_run = LocalTarget.run
+
+    def interrupted_on_the_second_job(self, plan, timeout_s):
+        calls.append(plan["cell_id"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(self, plan, timeout_s)
+
+    monkeypatch.setattr(LocalTarget, "run", interrupted_on_the_second_job)
+    plan = tmp_path / "p.toml"
+    plan.write_text(SMALL)
+    assert _run("--plan", str(plan), "--results", str(tmp_path)) == 130
+    (exported,) = tmp_path.rglob("0001_*.json")
+    assert [b["extra_info"]["cell_id"] for b in json.loads(exported.read_text())["benchmarks"]] == calls[:1]
+
+
+def test_export_writes_a_new_file_each_time(tmp_path, capsys):
+    plan = tmp_path / "p.toml"
+    plan.write_text(SMALL)
+    assert _run("--plan", str(plan), "--results", str(tmp_path), "-k", "last-layer") == 0
+    path, _ = _journal_records(tmp_path)
+    capsys.readouterr()
+    assert main(["export", str(path), "--storage", str(tmp_path / "store")]) == 0
+    assert main(["export", str(path), "--storage", str(tmp_path / "store")]) == 0
+    assert sorted(p.name[:5] for p in (tmp_path / "store").glob("*.json")) == ["0001_", "0002_"]
+    assert main(["export", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_set_overrides_job_fields_and_method_params(capsys):
+    assert _run("--plan", "quick", "--dry-run", "--set", "steps=3", "--set", "bp-last-k.k=[2, 4]",
+                "--set", "resolution=[48, 64]", "-k", "synthetic") == 0
+    out = capsys.readouterr().out
+    assert "bp-last-k(k=2)-synthetic-r48-b1  steps=3" in out and "bp-last-k(k=4)-synthetic-r64" in out
+    assert "10 cells" in out  # (full, last-layer, bias-only, bp-last-k x 2) x 2 resolutions
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--set", "stepz=3"], "--set stepz: unknown key"),
+    (["--set", "steps"], "expected KEY=VALUE"),
+    (["--set", "magic.k=3"], "--set magic.k: unknown method 'magic'"),
+    (["--set", "steps=0"], "'steps' must be a positive integer"),
+    (["-k", "nothing-like-this"], "matches none of the 8 cells"),
+    (["-k", "bias and"], "expected a word"),
+    (["--retries", "-1"], "--retries must be 0 or more"),
+    (["--set", "cpus=1-x"], "'cpus' must be"),
+])
+def test_bad_overrides_and_filters_exit_2(args, text, capsys):
+    assert _run("--plan", "quick", "--dry-run", *args) == 2
+    assert text in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("what,expected", [
+    ("models", ["mbv2-w0.35", "mcunet-5fps", "proxyless-w0.3"]),
+    ("methods", ["full", "last-layer", "bias-only", "bp-last-k", "parameters: k (int)"]),
+    ("plans", ["default", "quick", "validate"]),
+    ("targets", ["local", "raspberry-pi", "jetson"]),
+])
+def test_list_names_what_can_be_run(what, expected, capsys):
+    assert main(["list", what]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in expected)
 
 
 def test_a_crashing_device_fails_every_cell_and_all_are_recorded(tmp_path):

@@ -1,4 +1,5 @@
 """Tests for harness.report: the Markdown report and its PNG figures from a hand-built long table."""
+import json
 import math
 import os
 import re
@@ -9,36 +10,50 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.job import Job
+from harness.journal import SCHEMA_VERSION
 from harness.report import render
 from harness.report import figures
-from harness.report.tables import Value, sig3
+from harness.report.tables import Value, format_ci, sig3
+from harness.results import cell_tables, load, long_table
+from harness.stats import paired_ratio_ci, ratio_ci, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MS = 1_000_000  # ns per ms
-GROUP = dict(target="local", model="mbv2-w0.35", resolution=128, batch=1)
+GROUP = dict(target="local", model="mbv2-w0.35", resolution=128, batch=1, mode="performance")
 
 
 def _row(record, quantity, value, unit, source="measured", per="batch", reason=None, n=math.nan,
-         q1=math.nan, q3=math.nan):
+         q1=math.nan, q3=math.nan, samples=None):
     return dict(record, quantity=quantity, value=value, unit=unit, source=source, per=per, reason=reason,
-                n=n, q1=q1, q3=q3)
+                n=n, q1=q1, q3=q3, samples=samples)
+
+
+def spread(ms, n=21):
+    """``n`` integer-ns samples evenly spread over ``ms`` ± 10 %: median ``ms``, IQR ``ms`` ± 5 %."""
+    return tuple(round(ms * MS * (0.9 + 0.2 * i / (n - 1))) for i in range(n))
+
+
+def _timing_row(record, quantity, samples, source):
+    s = summary(samples)
+    return _row(record, quantity, s["median"], "ns", source, n=s["n"], q1=s["q1"], q3=s["q3"],
+                samples=samples)
 
 
 def ok_rows(label, *, forward=5.0, backward=40.0, update=2.0, saved=204800.0, bwd_flops=8e6,
             accuracy=0.9, data="synthetic", model=GROUP["model"], run_id="run-1", sources=None,
-            accuracy_reason="synthetic data has no labels to score"):
-    """The rows of one ok record; times in ms (IQR = median ± 5 %), ``sources`` overrides per quantity."""
+            accuracy_reason="synthetic data has no labels to score", warmup=5):
+    """The rows of one ok record; times in ms (21 samples, IQR = median ± 5 %), ``sources`` overrides
+    the source per quantity."""
     sources = sources or {}
     method = label.split("(")[0]
-    record = dict(GROUP, model=model, data=data, run_id=run_id, cell_id=f"{model}-{label}-{data}",
+    name = f"{model}-{label}-{data}"
+    record = dict(GROUP, model=model, data=data, run_id=run_id, cell_id=name, name=name, warmup=warmup,
                   method=method, label=label, status="ok")
-    rows = [
-        _row(record, q, ms * MS, "ns", sources.get(q, "measured"), n=20,
-             q1=0.95 * ms * MS, q3=1.05 * ms * MS)
-        for q, ms in (("forward_ns", forward), ("backward_ns", backward), ("update_ns", update),
-                      ("step_ns", forward + backward + update))
-    ]
+    parts = {"forward_ns": spread(forward), "backward_ns": spread(backward), "update_ns": spread(update)}
+    parts["step_ns"] = tuple(map(sum, zip(*parts.values())))
+    rows = [_timing_row(record, q, samples, sources.get(q, "measured")) for q, samples in parts.items()]
     rows += [
         _row(record, "measured_saved_bytes", saved, "bytes",
              sources.get("measured_saved_bytes", "measured")),
@@ -54,8 +69,8 @@ def ok_rows(label, *, forward=5.0, backward=40.0, update=2.0, saved=204800.0, bw
 
 def failed_rows(label, message, run_id="run-1"):
     """The single error row of one failed record."""
-    record = dict(GROUP, data="synthetic", run_id=run_id, cell_id=f"cell-{label}",
-                  method=label.split("(")[0], label=label, status="failed")
+    record = dict(GROUP, data="synthetic", run_id=run_id, cell_id=f"cell-{label}", name=f"cell-{label}",
+                  warmup=None, method=label.split("(")[0], label=label, status="failed")
     return [_row(record, "error", math.nan, "count", per="run", reason=message)]
 
 
@@ -74,6 +89,74 @@ def sample_table():
         ok_rows("bias-only", data="synthetic", backward=30.0, accuracy=math.nan),
         failed_rows("bp-last-k(k=12)", "RuntimeError: out of memory | allocator gave up"),
     )
+
+
+def _figure(value, unit="bytes"):
+    return {"value": value, "unit": unit, "source": "measured", "per": "batch", "reason": None, "how": "test"}
+
+
+def journal_record(method, *, backward=40.0, saved=204800, run_id="run-2", mode="performance", **extra):
+    """One ok journal record of a ``method`` cell with 21 timed steps; ``extra`` joins its measurement
+    (the keys that newer journals carry: overhead, calibration, placement, system_checks) and
+    ``allocator_saved_bytes`` (given as ``allocator=``) its figures."""
+    job = Job(model=GROUP["model"], method=method, steps=21, warmup=5, mode=mode)
+    parts = {"forward_ns": spread(5.0), "backward_ns": spread(backward), "update_ns": spread(2.0)}
+    parts["step_ns"] = tuple(map(sum, zip(*parts.values())))
+    figures_ = {"measured_saved_bytes": _figure(saved)}
+    if "allocator" in extra:
+        figures_["allocator_saved_bytes"] = _figure(extra.pop("allocator"))
+    measurement = dict({"samples": {k: list(v) for k, v in parts.items()}, "figures": figures_}, **extra)
+    return {"schema": SCHEMA_VERSION, "target": GROUP["target"], "cell_id": job.cell_id, "run_id": run_id,
+            "status": "ok", "job": job.to_json(), "measurement": measurement}
+
+
+def calibration(warmup_steps, stop="stable", timed_reason="plan"):
+    return {"warmup_min": 5, "warmup_max": 36, "warmup_steps": warmup_steps, "warmup_stop": stop,
+            "window": 3, "tolerance": 0.05, "estimate_step_ns": 47_000_000, "timer_resolution_ns": 1,
+            "timed_steps": 21, "timed_reason": timed_reason, "min_timed_ns": 10**9}
+
+
+GOVERNOR = {"name": "cpu_governor", "status": "advice", "value": "powersave",
+            "advice": "set the CPU governor to performance"}
+CHECKS = [GOVERNOR, {"name": "thermal", "status": "unavailable", "value": None, "advice": None},
+          {"name": "load", "status": "ok", "value": "0.1", "advice": None}]
+BARE = spread(10.0)
+JITTER = [50_000 * (i * 7 % 5 - 2) for i in range(len(BARE))]  # up to ±1 % of a 10 ms step
+FAST = tuple(round(b * 1.01) + j for b, j in zip(BARE, JITTER))  # about 1 % overhead
+SLOW = tuple(round(b * 1.10) + j for b, j in zip(BARE, JITTER))
+
+
+def new_records():
+    """Records with every key that newer journals carry."""
+    return [
+        journal_record("full", allocator=200_000, calibration=calibration(12), system_checks=CHECKS,
+                       placement={"threads": 1, "cpus": [1]},
+                       overhead={"instrumented_ns": list(FAST), "bare_ns": list(BARE), "order": "ABBA"}),
+        journal_record("bias-only", backward=30.0, saved=8192, allocator=2048,
+                       calibration=calibration(36, "max-steps", "min-time"),
+                       system_checks=CHECKS[:2], placement={"threads": 2, "cpus": [0, 1]},
+                       overhead={"instrumented_ns": list(SLOW), "bare_ns": list(BARE), "order": "ABBA"}),
+        journal_record("last-layer", backward=4.0, system_checks=[dict(GOVERNOR, value="ondemand")],
+                       placement={"threads": 1, "cpus": None}),  # no calibration; no affinity on its OS
+    ]
+
+
+def render_journal(records, out: Path) -> str:
+    """Write ``records`` as a journal beside ``out``, load it back and render it; the report text."""
+    path = out.parent / f"{out.name}-journal" / "journal.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    loaded, problems = load([path])
+    assert not problems
+    return render(long_table(loaded), out, [path.name], cell_tables(loaded)).read_text()
+
+
+def render_sample_table(out: Path) -> None:
+    render(sample_table(), out, ["j.jsonl"])
+
+
+def render_new_journal(out: Path) -> None:
+    render_journal(new_records(), out)
 
 
 def section(report: str, heading: str) -> str:
@@ -116,11 +199,12 @@ def test_render_writes_report_and_every_referenced_png(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == sorted(links + ["report.md"])
 
 
-def test_rendering_twice_gives_identical_bytes(tmp_path):
+@pytest.mark.parametrize("how", ["render_sample_table", "render_new_journal"])
+def test_rendering_twice_gives_identical_bytes(tmp_path, how):
     """Two processes with different hash seeds, so set or dict ordering cannot leak into the output."""
     for out, seed in (("a", "1"), ("b", "2")):
         code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import test_report; "
-                "test_report.render(test_report.sample_table(), Path(sys.argv[2]), ['j.jsonl'])")
+                f"test_report.{how}(Path(sys.argv[2]))")
         subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path / out)],
                        cwd=ROOT, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
@@ -139,17 +223,35 @@ def test_full_row_first_ratios_and_iqr(report):
     assert [r["label"] for r in rows] == ["full", "bp-last-k(k=6)", "last-layer"]
     full, bp = rows[0], rows[1]
     assert cell(bp, "backward (ms") == "10.0 [9.50–10.5]"
-    assert cell(bp, "backward ×full") == "×0.25"
-    assert cell(bp, "step ×full") == "×0.36"  # (5 + 10 + 2) / (5 + 40 + 2)
     assert cell(bp, "saved (KiB") == "50.0"
-    assert cell(bp, "saved ×full") == "×0.25"
+    assert cell(bp, "saved ×full (exact)") == "×0.25"
     assert cell(bp, "bwd FLOP (MFLOP") == "2.00"
-    assert cell(bp, "bwd FLOP ×full") == "×0.25"
-    assert cell(full, "backward ×full") == "×1.00"
-    assert cell(full, "n") == "20"
+    assert cell(bp, "bwd FLOP ×full (exact)") == "×0.25"
+    assert cell(full, "backward ×full") == "×1.00"  # the reference itself: 1 by definition, no interval
+    assert (cell(full, "n"), cell(full, "warm-up")) == ("21", "5")
     assert cell(full, "acc. after") == "95.0"
     assert cell(rows[2], "saved ×full") == "×0.0050"  # below 0.1: two significant digits
     assert "saved (KiB, measured)" in rows[0]
+
+
+def test_time_ratios_carry_the_bootstrap_ci_of_the_two_cells_samples(report):
+    rows = parse_table(section(report, "local · mbv2-w0.35 · mnist5k-transfer"))
+    bp, last = rows[1], rows[2]
+    backward = ratio_ci(spread(10.0), spread(40.0))
+    assert cell(bp, "backward ×full [95% CI]") == format_ci(backward)
+    assert format_ci(backward).startswith("×0.25 [") and backward.low < 0.25 < backward.high
+    step = ratio_ci(tuple(map(sum, zip(spread(5.0), spread(10.0), spread(2.0)))),
+                    tuple(map(sum, zip(spread(5.0), spread(40.0), spread(2.0)))))
+    assert cell(bp, "step ×full [95% CI]") == format_ci(step)
+    assert format_ci(step).startswith("×0.36 [")  # (5 + 10 + 2) / (5 + 40 + 2)
+    assert cell(last, "backward ×full") == format_ci(ratio_ci(spread(4.0), spread(40.0)))
+
+
+def test_format_ci():
+    ci = ratio_ci([41, 42, 43, 44], [100, 101, 99, 100])
+    assert format_ci(ci) == f"×0.42 [{ci.low:.2f}–{ci.high:.2f}]"
+    small = ratio_ci([5, 6, 7], [100, 101, 99])
+    assert re.fullmatch(r"×0\.060 \[0\.0\d\d–0\.0\d\d\]", format_ci(small)), format_ci(small)
 
 
 def test_ratio_is_dash_without_full_row(tmp_path):
@@ -187,7 +289,7 @@ def test_emulated_value_is_labelled(tmp_path):
     rows = parse_table(section(render(records, tmp_path, []).read_text(), "local"))
     assert cell(rows[0], "backward (ms, measured)") == "40.0 [38.0–42.0]"
     assert cell(rows[1], "backward (ms, measured)") == "40.0 [38.0–42.0] (emulated)"
-    assert cell(rows[1], "backward ×full") == "×1.00 (emulated)"
+    assert re.fullmatch(r"×1\.00 \[.*\] \(emulated\)", cell(rows[1], "backward ×full")), rows[1]
     assert "(emulated)" not in cell(rows[1], "forward (ms")
 
 
@@ -219,3 +321,86 @@ def test_sig3():
 def test_import_does_not_load_torch():
     code = "import harness.report, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_cells_of_another_mode_get_their_own_group_and_figure(tmp_path):
+    overhead = {"instrumented_ns": list(FAST), "bare_ns": list(BARE), "order": "ABBA"}
+    records = [journal_record("full"), journal_record("full", backward=80.0, mode="overhead", overhead=overhead)]
+    text = render_journal(records, tmp_path / "r")
+    performance = parse_table(section(text, "local · mbv2-w0.35 · synthetic · 128 px · batch 1\n"))
+    paired = parse_table(section(text, "local · mbv2-w0.35 · synthetic · 128 px · batch 1 · overhead mode"))
+    assert cell(performance[0], "backward (ms") == "40.0 [38.0–42.0]"  # not replaced by the other mode's
+    assert cell(paired[0], "backward (ms") == "80.0 [76.0–84.0]"
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {"latency_local_mbv2-w0.35_synthetic_r128_b1.png",
+            "latency_local_mbv2-w0.35_synthetic_r128_b1_overhead.png"} <= set(links)
+
+
+NEW_SECTIONS = ("## Timer overhead", "## Cross-check: saved bytes", "## Calibration", "## System checks")
+
+
+def test_an_old_journal_without_the_new_keys_still_renders(tmp_path):
+    records = [journal_record("full"), journal_record("bias-only", backward=30.0)]
+    text = render_journal(records, tmp_path / "r")
+    rows = parse_table(section(text, "local · mbv2-w0.35 · synthetic"))
+    assert [(r["label"], r["n"], r["warm-up"]) for r in rows] == [("full", "21", "5"),
+                                                                 ("bias-only", "21", "5")]
+    assert cell(rows[1], "backward ×full") == format_ci(ratio_ci(spread(30.0), spread(40.0)))
+    assert not [heading for heading in NEW_SECTIONS if heading in text]
+
+
+@pytest.fixture(scope="module")
+def new_report(tmp_path_factory):
+    return render_journal(new_records(), tmp_path_factory.mktemp("new") / "report")
+
+
+def test_warm_up_is_the_calibrations_where_recorded(new_report):
+    rows = parse_table(section(new_report, "local · mbv2-w0.35 · synthetic"))
+    assert {r["label"]: r["warm-up"] for r in rows} == {"full": "12", "bias-only": "36", "last-layer": "5"}
+
+
+BIAS_CELL, FULL_CELL, LAST_CELL = (f"mbv2-w0.35-{label}-synthetic-r128-b1"
+                                   for label in ("bias-only", "full", "last-layer"))
+
+
+def test_timer_overhead_section_shows_the_paired_ci_and_the_verdict(new_report):
+    rows = parse_table(section(new_report, "Timer overhead"))
+    assert [r["cell"] for r in rows] == [BIAS_CELL, FULL_CELL]
+    slow, fast = paired_ratio_ci(SLOW, BARE), paired_ratio_ci(FAST, BARE)
+    assert fast.low < fast.high <= 1.03 < slow.low
+    for row, ci, warmup, verdict in ((rows[0], slow, "36", "no"), (rows[1], fast, "12", "yes")):
+        expected = f"×{ci.estimate:.3f} [{ci.low:.3f}–{ci.high:.3f}]"
+        assert cell(row, "instrumented/bare [95% CI]") == expected
+        assert (row["n pairs"], row["warm-up"], row["order"]) == ("21", warmup, "ABBA")
+        assert cell(row, "CI high ≤ 1.03") == verdict
+
+
+def test_saved_bytes_cross_check_says_whether_hooks_and_allocator_agree(new_report):
+    rows = parse_table(section(new_report, "Cross-check: saved bytes"))
+    assert [r["cell"] for r in rows] == [BIAS_CELL, FULL_CELL]  # last-layer has no allocator figure
+    keys = ("hooks (KiB)", "allocator (KiB)", "difference (KiB)", "of allocator", "agree")
+    # 6 KiB apart: more than max(10 % of 2 KiB, 1 KiB); 4.7 KiB apart: within 10 % of 195 KiB
+    assert [rows[0][k] for k in keys] == ["8.0", "2.0", "+6.0", "+300.0%", "no"]
+    assert [rows[1][k] for k in keys] == ["200.0", "195.3", "+4.7", "+2.4%", "yes"]
+
+
+def test_calibration_section_shows_the_decisions_and_placement(new_report):
+    rows = {r["cell"]: r for r in parse_table(section(new_report, "Calibration"))}
+    assert list(rows) == [BIAS_CELL, FULL_CELL, LAST_CELL]
+    keys = ("warm-up (min–max)", "stopped", "window", "tolerance", "step estimate (ms)",
+            "timer resolution (ns)", "timed steps", "timed because", "threads", "cpus")
+    assert [rows[FULL_CELL][k] for k in keys] == \
+        ["12 (5–36)", "stable", "3", "5%", "47.0", "1", "21", "plan", "1", "1"]
+    assert [rows[BIAS_CELL][k] for k in keys] == \
+        ["36 (5–36)", "max-steps", "3", "5%", "47.0", "1", "21", "min-time (≥ 1000 ms)", "2", "0,1"]
+    assert [rows[LAST_CELL][k] for k in keys] == ["—"] * 8 + ["1", "—"]
+
+
+def test_system_checks_section_lists_advice_once_with_its_cell_count(new_report):
+    text = section(new_report, "System checks")
+    assert "### local" in text
+    items = [line for line in text.splitlines() if line.startswith("- ")]
+    assert items == ["- cpu_governor = ondemand: set the CPU governor to performance (1 of 3 cells)",
+                     "- cpu_governor = powersave: set the CPU governor to performance (2 of 3 cells)"]
+    assert "Unavailable on this target: thermal." in text
+    assert "load" not in text  # ok checks are not advice

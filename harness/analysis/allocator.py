@@ -1,30 +1,37 @@
 """Bytes held between forward and backward, measured at the allocator (no saved-tensor hooks).
 
-``allocator_saved_bytes`` runs one forward (model + cross-entropy loss) under
-``torch.profiler.profile(profile_memory=True)``. The CPU allocator reports every allocation and
-every free to the profiler with its address and its exact requested size, so the allocations made
-during the forward and not freed by its end are the memory the forward left behind; the storages of
-the model output and the loss are then taken out. What remains is what the autograd graph keeps
-alive for backward, however it is kept: ``save_for_backward`` or a tensor hidden on ``ctx``.
+``allocator_saved_bytes`` runs the model's forward under the autograd profiler with
+``profile_memory=True``. The CPU allocator reports every allocation and every free to the
+profiler with its address and its exact requested size; the allocations made during the forward
+and not freed by its end, less the storage of the model's output, are what the autograd graph
+keeps alive for backward, however it keeps them (``save_for_backward`` or a tensor hidden on
+``ctx``). It is a cross-check of the hook count in ``saved.py``, over the same scope (the model;
+the loss is computed after both), and ``harness.agreement.disagreement`` compares them.
 
-Limits: only memory allocated inside the forward is seen, so parameters, buffers (BatchNorm's
-running statistics are updated in place) and the batch (inputs *and* targets) are never counted.
-A storage is counted once however many views of it exist; in-place ops allocate nothing. A free of
-memory allocated before the forward is ignored. Anything else the forward leaves alive (a cache an
-op fills, a tensor a module stores on itself) would be counted too. Reads the profiler's event tree
-(``experimental_event_tree``), the one place torch exposes allocation addresses.
+What it sees and what it does not:
+
+* only memory allocated inside the forward: parameters, buffers and the input batch are never
+  counted, nor is a free of memory allocated before the forward;
+* a storage once, whatever views of it are saved; in-place ops (BatchNorm's running statistics in
+  train mode) allocate nothing; temporaries freed inside the forward cancel out;
+* anything else the forward leaves alive (a cache an op fills, a tensor a module keeps on itself)
+  would be counted too, and only CPU memory from torch's allocator is seen.
+
+Allocation addresses come from the profiler's event tree (``experimental_event_tree``, the one
+place torch exposes them). Kineto prints two lines per profiling session at its default log
+level, so ``KINETO_LOG_LEVEL`` is set to 6 (silent) unless the caller has set it.
 """
-import torch
-import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
+import os
 
-HOW = "torch.profiler CPU allocator events: allocated and not freed during forward + loss, " \
-      "output and loss storages excluded; untimed host pass"
+import torch
+
+HOW = "CPU allocator events (autograd profiler): allocated in the model's forward and not freed, " \
+      "less its output; untimed host pass"
 
 
 def _allocations(prof):
-    """``(time, ptr, signed bytes)`` of every allocator event, in order."""
-    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    """``(time, ptr, signed bytes)`` of every allocator event (frees negative), in order."""
+    events, stack = [], list(prof.kineto_results.experimental_event_tree())
     while stack:
         node = stack.pop()
         stack.extend(node.children)
@@ -35,8 +42,9 @@ def _allocations(prof):
 
 
 def live_after(fn):
-    """Run ``fn()`` under the profiler; ``(result, {ptr: bytes})`` allocated in it and still live."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    """``(fn(), {ptr: bytes})``: what ``fn`` allocated and had not freed when it returned."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    with torch.autograd.profiler.profile(profile_memory=True) as prof:
         result = fn()
     live = {}
     for _, ptr, nbytes in _allocations(prof):
@@ -47,23 +55,9 @@ def live_after(fn):
     return result, live
 
 
-def allocator_saved_bytes(model, x, y):
-    """Bytes allocated during one forward (model + loss) of ``(x, y)`` and still allocated after it,
-    less the storages of the output and the loss."""
-    def forward():
-        out = model(x)
-        return out, F.cross_entropy(out, y)
-
-    (out, loss), live = live_after(forward)
-    for t in (out, loss):
-        live.pop(t.untyped_storage().data_ptr(), None)
+def allocator_saved_bytes(model, x):
+    """Bytes allocated during the forward of ``model`` on ``x`` and still allocated after it, less
+    the storage of the output."""
+    out, live = live_after(lambda: model(x))
+    live.pop(out.untyped_storage().data_ptr(), None)
     return sum(live.values())
-
-
-def agree(hooks, allocator, rel=0.10, floor=1024):
-    """None when two byte counts agree within ``max(rel * allocator, floor)``, else why not."""
-    gap, limit = abs(hooks - allocator), max(rel * allocator, floor)
-    if gap <= limit:
-        return None
-    return "hooks count %d B, the allocator %d B: they differ by %d B (limit %d B)" % (
-        hooks, allocator, gap, limit)

@@ -35,7 +35,7 @@ def analyze(plan):
     counts = analytic_counts(prepared_model(plan), plan, x)
     saved = measure_saved(prepared_model(plan), x, y)
     flops = count_flops(prepared_model(plan), x, y)
-    held = allocator_saved_bytes(prepared_model(plan), x, y)
+    held = allocator_saved_bytes(prepared_model(plan), x)
     analytic = Source.ANALYTIC
     return {
         "params": Figure(counts["params"], "count", analytic, per="model"),

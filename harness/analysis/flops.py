@@ -16,8 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
 def conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation,
                         transposed, output_padding, groups, output_mask, out_shape=None, **kwargs):
     if transposed:
-        return conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation,
-                                  transposed, output_padding, groups, output_mask, out_shape)
+        return conv_backward_flop.__wrapped__(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation,
+                                              transposed, output_padding, groups, output_mask, out_shape)
     forward = 2 * x_shape[0] * math.prod(w_shape) * math.prod(grad_out_shape[2:])
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 

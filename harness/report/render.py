@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures
+from ..results import CellTables, cell_tables
+from ..stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
+from . import checks, figures
 from .tables import (
     FULL,
     Values,
@@ -27,33 +29,42 @@ from .tables import (
     values_by_label,
 )
 
-GROUP_KEYS = ["target", "model", "data", "resolution", "batch"]
+GROUP_KEYS = ["target", "model", "data", "resolution", "batch", "mode"]
 FAILED_COLUMNS = ["target", "run_id", "cell_id", "model", "label"]
 
 HOW_TO_READ = f"""\
 ## How to read this report
 
 Timing is the median over the timed steps of a cell, on the device, per training step of one batch,
-in ms; the bracket is the interquartile range [q1–q3] and n is the number of timed steps. Every column
-header and every figure carries its source tag: measured (observed on the device), analytic (computed
-from the model), emulated or modelled (estimated, not observed). A cell whose source is emulated or
-modelled, or differs from its column's tag, names its own tag. Memory convention: "saved" is the bytes
-autograd keeps for the backward pass (saved tensors; parameters, buffers and the input batch excluded),
-in KiB (1 KiB = 1024 B). "bwd FLOP" is the FLOPs counted on the executed backward graph, in MFLOP
-(10^6 FLOP). Accuracy is after training, in percent. The ratios (×) are ratios of medians to the
-`{FULL}` row of the same group for the same quantity; confidence intervals come later. "—" marks a
-missing value; where a reason was recorded it is listed below the table."""
+in ms; the bracket is the interquartile range [q1–q3], n is the number of timed steps and warm-up the
+number of untimed steps run before them. Every column header and every figure carries its source
+tag: measured (observed on the device), analytic (computed from the model), emulated or modelled
+(estimated, not observed). A cell whose source is emulated or modelled, or differs from its column's
+tag, names its own tag. Memory convention: "saved" is the bytes autograd keeps for the backward pass
+(saved tensors; parameters, buffers and the input batch excluded), in KiB (1 KiB = 1024 B). "bwd FLOP"
+is the FLOPs counted on the executed backward graph, in MFLOP (10^6 FLOP). Accuracy is after
+training, in percent. "—" marks a missing value; where a reason was recorded it is listed below the
+table.
+
+The ratios (×) compare each row with the `{FULL}` row of the same group for the same quantity; the
+`{FULL}` row's own ratio is 1 by definition. Time ratios are ratios of medians with a
+{DEFAULT_CONFIDENCE:.0%} confidence interval [low–high] from a percentile bootstrap: the timed steps of
+the two cells, which ran one after the other, are resampled independently, {DEFAULT_RESAMPLES:,}
+times, with seed {DEFAULT_SEED} (the same journals give the same report). Ratios marked "exact" compare
+single values from one untimed pass (saved bytes, counted FLOPs): nothing is sampled, so they carry
+no interval."""
 
 
 @dataclass(frozen=True)
 class Group:
-    """The ok records of one (target, model, data, resolution, batch), one record per label."""
+    """The ok records of one (target, model, data, resolution, batch, mode), one record per label."""
 
     target: str
     model: str
     data: str
     resolution: int
     batch: int
+    mode: str
     labels: list[str]
     values: Values
     reasons: list[str]
@@ -63,16 +74,26 @@ class Group:
     @property
     def title(self) -> str:
         """Human-readable group name."""
-        return f"{self.target} · {self.model} · {self.data} · {self.resolution} px · batch {self.batch}"
+        return f"{self.target} · {self.model} · {_setting(self.data, self.resolution, self.batch, self.mode)}"
+
+
+def _setting(data: str, resolution: int, batch: int, mode: str) -> str:
+    """Data, resolution, batch and (other than performance) the mode, for titles."""
+    return f"{data} · {resolution} px · batch {batch}" + ("" if mode == "performance" else f" · {mode} mode")
+
+
+def _setting_parts(data: str, resolution: int, batch: int, mode: str) -> list[str]:
+    """The same for figure file names."""
+    return [data, f"r{resolution}", f"b{batch}"] + ([] if mode == "performance" else [mode])
 
 
 def _groups(ok: pd.DataFrame) -> list[Group]:
     groups = []
-    for (target, model, data, resolution, batch), rows in ok.groupby(GROUP_KEYS, sort=True):
+    for (target, model, data, resolution, batch, mode), rows in ok.groupby(GROUP_KEYS, sort=True):
         records, notes = latest_records(rows)
         values = values_by_label(records)
         groups.append(Group(
-            str(target), str(model), str(data), int(resolution), int(batch), label_order(values), values,
+            str(target), str(model), str(data), int(resolution), int(batch), str(mode), label_order(values), values,
             missing_reasons(records), notes, sorted(set(records["run_id"].astype(str))),
         ))
     return groups
@@ -118,8 +139,8 @@ def _group_section(group: Group, out_dir: Path, used: set[str]) -> str:
         parts.append("Missing values:\n\n" + "\n".join(f"- {escape(line)}" for line in group.reasons))
     if group.notes:
         parts.append("Repeated records:\n\n" + "\n".join(f"- {escape(line)}" for line in group.notes))
-    name = _file_name(used, "latency", group.target, group.model, group.data,
-                      f"r{group.resolution}", f"b{group.batch}")
+    name = _file_name(used, "latency", group.target, group.model,
+                      *_setting_parts(group.data, group.resolution, group.batch, group.mode))
     fig = figures.latency_figure(f"Latency breakdown — {group.title}", group.labels, group.values)
     _write_atomic(out_dir / name, figures.png_bytes(fig))
     parts.append(f"![Latency breakdown, {escape(group.title)}]({name})")
@@ -127,16 +148,16 @@ def _group_section(group: Group, out_dir: Path, used: set[str]) -> str:
 
 
 def _accuracy_section(groups: list[Group], out_dir: Path, used: set[str]) -> str:
-    by_setting: dict[tuple[str, str, int, int], dict[str, Values]] = {}
+    by_setting: dict[tuple[str, str, int, int, str], dict[str, Values]] = {}
     for g in groups:
-        by_setting.setdefault((g.target, g.data, g.resolution, g.batch), {})[g.model] = g.values
+        by_setting.setdefault((g.target, g.data, g.resolution, g.batch, g.mode), {})[g.model] = g.values
     parts = ["## Accuracy vs backward memory"]
-    for (target, data, resolution, batch), by_model in sorted(by_setting.items()):
+    for (target, *setting), by_model in sorted(by_setting.items()):
         points = figures.accuracy_points(by_model)
         if not points:
             continue
-        title = f"{target} · {data} · {resolution} px · batch {batch}"
-        name = _file_name(used, "accuracy", target, data, f"r{resolution}", f"b{batch}")
+        title = f"{target} · {_setting(*setting)}"
+        name = _file_name(used, "accuracy", target, *_setting_parts(*setting))
         fig = figures.accuracy_figure(f"Accuracy vs measured backward memory — {title}", points)
         _write_atomic(out_dir / name, figures.png_bytes(fig))
         parts.append(f"![Accuracy vs measured backward memory, {escape(title)}]({name})")
@@ -155,15 +176,22 @@ def _failed_section(failed: pd.DataFrame) -> str:
     return "## Failed cells\n\n" + markdown_table(columns, left_aligned=len(columns))
 
 
-def render(table: pd.DataFrame, out_dir: Path, sources: list[str]) -> Path:
-    """Write ``out_dir/report.md`` and its PNG figures for the long ``table``; return the report path."""
+def render(table: pd.DataFrame, out_dir: Path, sources: list[str], cells: CellTables | None = None) -> Path:
+    """Write ``out_dir/report.md`` and its PNG figures for the long ``table`` and the per-cell
+    tables ``cells`` (none when not given); return the report path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    groups = _groups(table[table["status"] == "ok"])
+    cells = cell_tables([]) if cells is None else cells
+    ok = table[table["status"] == "ok"]
+    groups = _groups(ok)
     used: set[str] = set()
     sections = [_preamble(sources)]
     sections += [_group_section(group, out_dir, used) for group in groups] or ["No successful results."]
     sections.append(_accuracy_section(groups, out_dir, used))
+    sections.append(checks.overhead_section(cells.overhead))
+    sections.append(checks.saved_bytes_section(ok))
+    sections.append(checks.calibration_section(cells.calibration))
+    sections.append(checks.system_checks_section(cells.system_checks))
     sections.append(_failed_section(table[table["status"] == "failed"]))
     report = out_dir / "report.md"
     _write_atomic(report, ("\n\n".join(s for s in sections if s) + "\n").encode("utf-8"))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..stats import DEFAULT_CONFIDENCE, Interval, UndefinedRatio, ratio_ci
+
 FULL = "full"
 DASH = "—"
 NON_MEASURED = frozenset({"emulated", "modelled"})
@@ -28,13 +30,16 @@ RECORD_KEYS = ["label", "run_id", "cell_id"]
 
 @dataclass(frozen=True)
 class Value:
-    """One quantity of one record: ``value`` (NaN when missing), its source tag and its spread."""
+    """One quantity of one record: ``value`` (NaN when missing), its source tag, its spread and, for
+    timings, the raw samples (integer ns) and the record's warm-up steps."""
 
     value: float
     source: str
     n: float = math.nan
     q1: float = math.nan
     q3: float = math.nan
+    warmup: float = math.nan
+    samples: tuple[int, ...] | None = None
 
     @property
     def present(self) -> bool:
@@ -76,13 +81,17 @@ def latest_records(group: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return group[mask], notes
 
 
+def row_value(row: tuple) -> Value:
+    """The ``Value`` of one row of the long table (a named tuple from ``itertuples``)."""
+    return Value(_number(row.value), _text(row.source), _number(row.n), _number(row.q1), _number(row.q3),
+                 _number(row.warmup), row.samples)
+
+
 def values_by_label(records: pd.DataFrame) -> Values:
     """Index the rows of one record per label by label and quantity."""
     values: Values = {}
     for row in records.itertuples(index=False):
-        values.setdefault(row.label, {})[row.quantity] = Value(
-            _number(row.value), _text(row.source), _number(row.n), _number(row.q1), _number(row.q3)
-        )
+        values.setdefault(row.label, {})[row.quantity] = row_value(row)
     return values
 
 
@@ -105,9 +114,18 @@ def sig3(x: float) -> str:
     return f"{rounded:.{decimals}f}"
 
 
+def _ratio_digits(ratio: float) -> str:
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:#.2g}"
+
+
 def format_ratio(ratio: float) -> str:
     """A ratio such as ``×0.42``; two significant digits below 0.1."""
-    return f"×{ratio:.2f}" if ratio >= 0.1 else f"×{ratio:#.2g}"
+    return "×" + _ratio_digits(ratio)
+
+
+def format_ci(ci: Interval, digits: Callable[[float], str] = _ratio_digits) -> str:
+    """A ratio with its confidence interval, e.g. ``×0.42 [0.40–0.44]``."""
+    return f"×{digits(ci.estimate)} [{digits(ci.low)}–{digits(ci.high)}]"
 
 
 def format_time(v: Value) -> str:
@@ -118,7 +136,7 @@ def format_time(v: Value) -> str:
     return f"{median} [{sig3(v.q1 / 1e6)}–{sig3(v.q3 / 1e6)}]"
 
 
-def _kib(v: Value) -> str:
+def kib(v: Value) -> str:
     return f"{v.value / 1024:.1f}"
 
 
@@ -154,7 +172,8 @@ def _tags_to_mark(sources: Iterable[str], header_tag: str) -> list[str]:
     return sorted({s for s in sources if s and (s != header_tag or s in NON_MEASURED)})
 
 
-def _marked(text: str, tags: list[str]) -> str:
+def marked(text: str, tags: list[str]) -> str:
+    """``text`` followed by each tag in parentheses, e.g. ``12.3 (emulated)``."""
     return " ".join([text] + [f"({tag})" for tag in tags])
 
 
@@ -172,41 +191,62 @@ def _quantity_column(
     cells = []
     for label in labels:
         v = values[label].get(quantity, MISSING)
-        cells.append(_marked(fmt(v), _tags_to_mark([v.source], tag)) if v.present else DASH)
+        cells.append(marked(fmt(v), _tags_to_mark([v.source], tag)) if v.present else DASH)
     return _header(name, unit, tag), cells
 
 
-def _ratio_cell(v: Value, ref: Value, tag: str) -> str:
+def _exact_ratio(v: Value, ref: Value) -> str:
+    """The ratio of two single values (one untimed pass each: nothing sampled, no interval)."""
+    return format_ratio(v.value / ref.value)
+
+
+def _sampled_ratio(v: Value, ref: Value) -> str:
+    """The ratio of the medians of two independent timing samples with its bootstrap CI."""
+    return format_ci(ratio_ci(v.samples, ref.samples))
+
+
+def _ratio_cell(v: Value, ref: Value, tag: str, ratio: Callable[[Value, Value], str]) -> str:
     if not (v.present and ref.present) or ref.value == 0:
         return DASH
-    return _marked(format_ratio(v.value / ref.value), _tags_to_mark([v.source, ref.source], tag))
+    try:
+        text = ratio(v, ref)
+    except UndefinedRatio:  # some bootstrap resample of the reference has median 0
+        return DASH
+    return marked(text, _tags_to_mark([v.source, ref.source], tag))
 
 
-def _ratio_column(values: Values, labels: list[str], quantity: str, name: str) -> Column:
+def _ratio_column(values: Values, labels: list[str], quantity: str, name: str, sampled: bool) -> Column:
+    """Each label's ratio to the ``full`` row; the ``full`` row's own is 1 by definition."""
+    ratio, suffix = ((_sampled_ratio, f"[{DEFAULT_CONFIDENCE:.0%} CI]") if sampled
+                     else (_exact_ratio, "(exact)"))
     tag = column_tag(values, labels, quantity)
     ref = values.get(FULL, {}).get(quantity, MISSING)
-    cells = [_ratio_cell(values[label].get(quantity, MISSING), ref, tag) for label in labels]
-    return f"{name} ×{FULL}", cells
+    cells = [_ratio_cell(values[label].get(quantity, MISSING), ref, tag,
+                         _exact_ratio if label == FULL else ratio) for label in labels]
+    return f"{name} ×{FULL} {suffix}", cells
 
 
-def _n_cell(v: Value) -> str:
-    return DASH if math.isnan(v.n) else str(int(v.n))
+def count_cell(count: object) -> str:
+    """A count such as n or warm-up steps; ``—`` when not recorded (None or NaN)."""
+    number = _number(count)
+    return DASH if math.isnan(number) else str(int(number))
 
 
 def group_columns(values: Values, labels: list[str]) -> list[Column]:
     """The columns of one group's table, each as (header, cells in label order)."""
     columns: list[Column] = [
         ("label", [escape(label) for label in labels]),
-        ("n", [_n_cell(values[label].get("step_ns", MISSING)) for label in labels]),
+        ("n", [count_cell(values[label].get("step_ns", MISSING).n) for label in labels]),
+        ("warm-up", [count_cell(values[label].get("step_ns", MISSING).warmup) for label in labels]),
     ]
     for quantity, name in TIME_PARTS:
         columns.append(_quantity_column(values, labels, quantity, name, "ms", format_time))
-    columns.append(_ratio_column(values, labels, "backward_ns", "backward"))
-    columns.append(_ratio_column(values, labels, "step_ns", "step"))
-    columns.append(_quantity_column(values, labels, "measured_saved_bytes", "saved", "KiB", _kib))
-    columns.append(_ratio_column(values, labels, "measured_saved_bytes", "saved"))
+    columns.append(_ratio_column(values, labels, "backward_ns", "backward", sampled=True))
+    columns.append(_ratio_column(values, labels, "step_ns", "step", sampled=True))
+    columns.append(_quantity_column(values, labels, "measured_saved_bytes", "saved", "KiB", kib))
+    columns.append(_ratio_column(values, labels, "measured_saved_bytes", "saved", sampled=False))
     columns.append(_quantity_column(values, labels, "counted_backward_flops", "bwd FLOP", "MFLOP", _mflop))
-    columns.append(_ratio_column(values, labels, "counted_backward_flops", "bwd FLOP"))
+    columns.append(_ratio_column(values, labels, "counted_backward_flops", "bwd FLOP", sampled=False))
     columns.append(_quantity_column(values, labels, "accuracy_after", "acc. after", "%", _percent))
     return columns
 

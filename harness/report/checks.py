@@ -1,0 +1,154 @@
+"""Report sections that check the measurements themselves, one row per cell: the timer's overhead,
+saved bytes cross-checked at the allocator, the calibration decisions and the system checks.
+
+Each section is rendered only when some cell recorded its data (older journals lack it) and is
+``""`` otherwise. Rows are sorted by target and cell name, so the same tables give the same text.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..agreement import AGREE_BYTES, AGREE_FRACTION, disagreement
+from ..stats import DEFAULT_CONFIDENCE, paired_ratio_ci
+from .tables import (
+    DASH,
+    MISSING,
+    Value,
+    count_cell,
+    escape,
+    format_ci,
+    kib,
+    markdown_table,
+    marked,
+    row_value,
+    sig3,
+)
+
+OVERHEAD_LIMIT = 1.03
+"""Timing is accepted when the CI's upper bound of instrumented/bare is at most this."""
+HOOKS, ALLOCATOR = "measured_saved_bytes", "allocator_saved_bytes"
+CELL_ORDER = ["target", "name", "run_id", "cell_id"]
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(CELL_ORDER, kind="stable")
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table of ``rows`` (cells as text); target and cell left-aligned, the rest right."""
+    columns = [(header, [escape(str(row[i])) for row in rows]) for i, header in enumerate(headers)]
+    return markdown_table(columns, left_aligned=2)
+
+
+def _three_decimals(ratio: float) -> str:
+    return f"{ratio:.3f}"
+
+
+def overhead_section(overhead: pd.DataFrame) -> str:
+    """Instrumented/bare step time per cell: the median of per-pair ratios with its paired CI."""
+    if overhead.empty:
+        return ""
+    rows = []
+    for row in _sorted(overhead).itertuples(index=False):
+        ci = paired_ratio_ci(row.instrumented_ns, row.bare_ns)
+        verdict = "yes" if ci.high <= OVERHEAD_LIMIT else "no"
+        rows.append([row.target, row.name, format_ci(ci, _three_decimals), ci.sizes[0],
+                     count_cell(row.warmup), row.order, verdict])
+    headers = ["target", "cell", f"instrumented/bare [{DEFAULT_CONFIDENCE:.0%} CI]", "n pairs",
+               "warm-up", "order", f"CI high ≤ {OVERHEAD_LIMIT}"]
+    intro = ("Each pair is one instrumented training step and one bare step (the same work without the "
+             "harness's timing instrumentation) run back to back, in the order shown. The ratio is the "
+             "median of the per-pair ratios instrumented/bare, so drift shared by the two steps of a pair "
+             "cancels; its confidence interval resamples the pairs (paired bootstrap). The timing is "
+             f"accepted when the interval's upper bound is at most {OVERHEAD_LIMIT}.")
+    return "\n\n".join(["## Timer overhead", intro, _table(headers, rows)])
+
+
+def _saved_cells(hooks: Value, allocator: Value) -> list[str]:
+    sizes = [marked(kib(v), [] if v.source == "measured" else [v.source]) if v.present else DASH
+             for v in (hooks, allocator)]
+    if not (hooks.present and allocator.present):
+        return sizes + [DASH, DASH, DASH]
+    diff = hooks.value - allocator.value
+    share = f"{100 * diff / allocator.value:+.1f}%" if allocator.value else DASH
+    return sizes + [f"{diff / 1024:+.1f}", share, "no" if disagreement(hooks.value, allocator.value) else "yes"]
+
+
+def saved_bytes_section(ok: pd.DataFrame) -> str:
+    """Saved bytes by the saved-tensor hooks beside the allocator's figure, per cell that has one."""
+    by_cell: dict[tuple, dict[str, Value]] = {}
+    for row in _sorted(ok[ok["quantity"].isin([HOOKS, ALLOCATOR])]).itertuples(index=False):
+        by_cell.setdefault((row.target, row.name), {})[row.quantity] = row_value(row)
+    rows = [[target, name] + _saved_cells(values.get(HOOKS, MISSING), values[ALLOCATOR])
+            for (target, name), values in by_cell.items() if ALLOCATOR in values]
+    if not rows:
+        return ""
+    headers = ["target", "cell", "hooks (KiB)", "allocator (KiB)", "difference (KiB)", "of allocator",
+               "agree"]
+    intro = ("The bytes saved for backward, measured twice and independently: by saved-tensor hooks (the "
+             "\"saved\" column above) and at the allocator (bytes allocated in one forward pass with its "
+             "loss and still held after it, which includes the loss's own saved tensors). They agree when "
+             f"they differ by at most {AGREE_FRACTION:.0%} of the allocator figure or {AGREE_BYTES} B, "
+             "whichever is larger. Both are measured; a figure from another source names it.")
+    return "\n\n".join(["## Cross-check: saved bytes", intro, _table(headers, rows)])
+
+
+def _timed_reason(row: tuple) -> str:
+    if row.timed_reason == "min-time":
+        return f"min-time (≥ {row.min_timed_ns / 1e6:g} ms)"
+    return str(row.timed_reason)
+
+
+def _calibration_cells(row: tuple) -> list[object]:
+    if row.warmup_steps is None:  # placement recorded, calibration not
+        decisions = [DASH] * 8
+    else:
+        decisions = [f"{row.warmup_steps} ({row.warmup_min}–{row.warmup_max})", row.warmup_stop,
+                     row.window, f"{100 * row.tolerance:g}%", sig3(row.estimate_step_ns / 1e6),
+                     row.timer_resolution_ns, row.timed_steps, _timed_reason(row)]
+    cpus = DASH if row.cpus is None else ",".join(map(str, row.cpus))
+    threads = DASH if row.threads is None else row.threads
+    return [row.target, row.name] + decisions + [threads, cpus]
+
+
+def calibration_section(calibration: pd.DataFrame) -> str:
+    """Per cell: the warm-up run and why it stopped, the timed steps and why, threads and CPUs."""
+    if calibration.empty:
+        return ""
+    headers = ["target", "cell", "warm-up (min–max)", "stopped", "window", "tolerance",
+               "step estimate (ms)", "timer resolution (ns)", "timed steps", "timed because", "threads",
+               "cpus"]
+    rows = [_calibration_cells(row) for row in _sorted(calibration).itertuples(index=False)]
+    intro = ("Warm-up ran between its minimum and maximum steps and stopped when \"stable\" (the median "
+             "step of the last window was within the tolerance of the window before it) or when a bound "
+             "was hit first (\"max-steps\", \"max-time\": timings may still drift). The step estimate is "
+             "the median of the last warm-up window. Timed steps are the plan's, or more (\"min-time\") so "
+             "that the timed steps last at least the time shown. Threads and CPUs are as the cell ran.")
+    return "\n\n".join(["## Calibration", intro, _table(headers, rows)])
+
+
+def _target_checks(target: str, rows: pd.DataFrame) -> str:
+    cells = set(zip(rows["run_id"], rows["cell_id"]))
+    advice: dict[tuple[str, str, str], set] = {}
+    for row in rows[rows["status"] == "advice"].itertuples(index=False):
+        value, text = ("" if x is None else str(x) for x in (row.value, row.advice))
+        advice.setdefault((row.check, value, text), set()).add((row.run_id, row.cell_id))
+    items = [escape(f"- {name}{f' = {value}' if value else ''}: {text} ({len(hit)} of {len(cells)} cells)")
+             for (name, value, text), hit in sorted(advice.items())]
+    parts = [f"### {escape(target)}", "\n".join(items) or "No advice: every check that could run was ok."]
+    unavailable = sorted(set(rows.loc[rows["status"] == "unavailable", "check"]))
+    if unavailable:
+        parts.append(escape(f"Unavailable on this target: {', '.join(unavailable)}."))
+    return "\n\n".join(parts)
+
+
+def system_checks_section(checks: pd.DataFrame) -> str:
+    """Per target, the advice of the system checks the device ran before its cells."""
+    if checks.empty:
+        return ""
+    intro = ("Checks the device ran before each cell. Advice names a setting that can disturb timings; "
+             "weigh the numbers of those cells accordingly.")
+    parts = ["## System checks", intro]
+    parts += [_target_checks(str(target), rows) for target, rows in checks.groupby("target", sort=True)]
+    return "\n\n".join(parts)
+
