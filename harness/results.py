@@ -23,7 +23,8 @@ COLUMNS = CELL_COLUMNS + ["model", "method", "label", "data", "resolution", "bat
 CALIBRATION_KEYS = ["warmup_min", "warmup_max", "warmup_steps", "warmup_stop", "window", "tolerance",
                     "estimate_step_ns", "timer_resolution_ns", "timed_steps", "timed_reason",
                     "min_timed_ns"]
-OVERHEAD_COLUMNS = CELL_COLUMNS + ["instrumented_ns", "bare_ns", "order"]
+OVERHEAD_ARMS = ["reported_ns", "instrumented_ns", "bare_ns"]
+OVERHEAD_COLUMNS = CELL_COLUMNS + OVERHEAD_ARMS + ["order"]
 CALIBRATION_COLUMNS = CELL_COLUMNS + CALIBRATION_KEYS + ["threads", "cpus"]
 CHECK_COLUMNS = CELL_COLUMNS + ["check", "status", "value", "advice"]
 
@@ -101,8 +102,7 @@ class CellTables:
 def _overhead_rows(cell, m):
     pairs = m.get("overhead")
     if pairs:
-        yield dict(cell, instrumented_ns=tuple(pairs["instrumented_ns"]), bare_ns=tuple(pairs["bare_ns"]),
-                   order=pairs["order"])
+        yield dict(cell, **{arm: tuple(pairs[arm]) for arm in OVERHEAD_ARMS}, order=pairs["order"])
 
 
 def _calibration_rows(cell, m):

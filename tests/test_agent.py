@@ -49,10 +49,14 @@ def test_overhead_mode_interleaves_instrumented_and_bare_steps():
     result = replies[-1]
     overhead = result["overhead"]
     assert status == 0 and overhead["order"] == "ABBA"
-    assert len(overhead["instrumented_ns"]) == len(overhead["bare_ns"]) == 4  # pairs = steps, never extended
-    assert all(t > 0 for t in overhead["instrumented_ns"] + overhead["bare_ns"])
-    # the instrumented arm is an ordinary step: its message is sent inside the timed region
-    assert sum(1 for m in replies if m["type"] == "step" and m["phase"] == "timed") == 4
+    arms = [overhead[k] for k in ("reported_ns", "instrumented_ns", "bare_ns")]
+    assert [len(arm) for arm in arms] == [4, 4, 4]  # pairs = steps, never extended
+    assert all(t > 0 for arm in arms for t in arm)
+    # the instrumented arm is an ordinary step: its message is sent inside the timed region, and
+    # the time it reports is its stamps' span, inside its time from outside
+    steps = [m for m in replies if m["type"] == "step" and m["phase"] == "timed"]
+    assert [m["t"][3] - m["t"][0] for m in steps] == overhead["reported_ns"]
+    assert all(r < t for r, t in zip(overhead["reported_ns"], overhead["instrumented_ns"]))
 
 
 def test_calibration_never_trains_so_accuracy_depends_only_on_the_plan_steps():

@@ -124,6 +124,12 @@ BARE = spread(10.0)
 JITTER = [50_000 * (i * 7 % 5 - 2) for i in range(len(BARE))]  # up to ±1 % of a 10 ms step
 FAST = tuple(round(b * 1.01) + j for b, j in zip(BARE, JITTER))  # about 1 % overhead
 SLOW = tuple(round(b * 1.10) + j for b, j in zip(BARE, JITTER))
+SLOWER = tuple(round(b * 1.20) + j for b, j in zip(BARE, JITTER))
+
+
+def pairs(reported, instrumented):
+    return {"reported_ns": list(reported), "instrumented_ns": list(instrumented), "bare_ns": list(BARE),
+            "order": "ABBA"}
 
 
 def new_records():
@@ -131,11 +137,11 @@ def new_records():
     return [
         journal_record("full", allocator=200_000, calibration=calibration(12), system_checks=CHECKS,
                        placement={"threads": 1, "cpus": [1]},
-                       overhead={"instrumented_ns": list(FAST), "bare_ns": list(BARE), "order": "ABBA"}),
+                       overhead=pairs(FAST, SLOW)),  # the step message costs 10 %, outside the step
         journal_record("bias-only", backward=30.0, saved=8192, allocator=2048,
                        calibration=calibration(36, "max-steps", "min-time"),
                        system_checks=CHECKS[:2], placement={"threads": 2, "cpus": [0, 1]},
-                       overhead={"instrumented_ns": list(SLOW), "bare_ns": list(BARE), "order": "ABBA"}),
+                       overhead=pairs(SLOW, SLOWER)),
         journal_record("last-layer", backward=4.0, system_checks=[dict(GOVERNOR, value="ondemand")],
                        placement={"threads": 1, "cpus": None}),  # no calibration; no affinity on its OS
     ]
@@ -324,8 +330,8 @@ def test_import_does_not_load_torch():
 
 
 def test_cells_of_another_mode_get_their_own_group_and_figure(tmp_path):
-    overhead = {"instrumented_ns": list(FAST), "bare_ns": list(BARE), "order": "ABBA"}
-    records = [journal_record("full"), journal_record("full", backward=80.0, mode="overhead", overhead=overhead)]
+    records = [journal_record("full"),
+               journal_record("full", backward=80.0, mode="overhead", overhead=pairs(FAST, SLOW))]
     text = render_journal(records, tmp_path / "r")
     performance = parse_table(section(text, "local · mbv2-w0.35 · synthetic · 128 px · batch 1\n"))
     paired = parse_table(section(text, "local · mbv2-w0.35 · synthetic · 128 px · batch 1 · overhead mode"))
@@ -363,15 +369,17 @@ BIAS_CELL, FULL_CELL, LAST_CELL = (f"mbv2-w0.35-{label}-synthetic-r128-b1"
                                    for label in ("bias-only", "full", "last-layer"))
 
 
-def test_timer_overhead_section_shows_the_paired_ci_and_the_verdict(new_report):
+def test_timer_overhead_section_shows_the_paired_cis_and_judges_the_reported_time(new_report):
     rows = parse_table(section(new_report, "Timer overhead"))
     assert [r["cell"] for r in rows] == [BIAS_CELL, FULL_CELL]
-    slow, fast = paired_ratio_ci(SLOW, BARE), paired_ratio_ci(FAST, BARE)
+    slow, slower, fast = (paired_ratio_ci(arm, BARE) for arm in (SLOW, SLOWER, FAST))
     assert fast.low < fast.high <= 1.03 < slow.low
-    for row, ci, warmup, verdict in ((rows[0], slow, "36", "no"), (rows[1], fast, "12", "yes")):
-        expected = f"×{ci.estimate:.3f} [{ci.low:.3f}–{ci.high:.3f}]"
-        assert cell(row, "instrumented/bare [95% CI]") == expected
+    for row, (reported, whole), warmup, verdict in ((rows[0], (slow, slower), "36", "no"),
+                                                    (rows[1], (fast, slow), "12", "yes")):
+        for header, ci in (("reported/bare [95% CI]", reported), ("with message/bare [95% CI]", whole)):
+            assert cell(row, header) == f"×{ci.estimate:.3f} [{ci.low:.3f}–{ci.high:.3f}]"
         assert (row["n pairs"], row["warm-up"], row["order"]) == ("21", warmup, "ABBA")
+        # the verdict is on the reported step time: full's message costs 10 %, outside its step
         assert cell(row, "CI high ≤ 1.03") == verdict
 
 
