@@ -52,7 +52,10 @@ class Job:
             raise JobError("job field 'lr' must be a positive number, got %r" % (self.lr,))
         if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
             raise JobError("job field 'timeout_s' must be positive seconds, got %r" % (self.timeout_s,))
-        parse_cpus(self.cpus)
+        cpus = parse_cpus(self.cpus)
+        if cpus is not None and self.threads > len(cpus):
+            raise JobError("job fields 'threads' = %d and 'cpus' = %r: each thread needs a CPU of its "
+                           "own; list at least %d CPUs or lower 'threads'" % (self.threads, self.cpus, self.threads))
         if self.ops not in OPS:
             raise JobError("job field 'ops' is %r; known: %s" % (self.ops, ", ".join(OPS)))
         if self.mode not in MODES:

@@ -221,6 +221,7 @@ def test_set_overrides_job_fields_and_method_params(capsys):
     (["-k", "bias and"], "expected a word"),
     (["--retries", "-1"], "--retries must be 0 or more"),
     (["--set", "cpus=1-x"], "'cpus' must be"),
+    (["--set", "cpus=1", "--set", "threads=2"], "each thread needs a CPU of its own"),
 ])
 def test_bad_overrides_and_filters_exit_2(args, text, capsys):
     assert _run("--plan", "quick", "--dry-run", *args) == 2
