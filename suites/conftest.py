@@ -39,21 +39,19 @@ def _storage(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    # before pytest-benchmark's own (trylast) pytest_configure opens its storage
+    """Load the plan once, so a bad one is a usage error before anything runs; point
+    pytest-benchmark's storage at the target's results (before its own, trylast, configure opens it)."""
+    try:
+        config.odt_plan = load_plan(config.getoption("plan"), parse_overrides(config.getoption("odt_overrides")))
+    except PlanError as exc:
+        raise pytest.UsageError(str(exc))
     if getattr(config.option, "benchmark_storage", None) == DEFAULT_STORAGE:
         config.option.benchmark_storage = _storage(config)
 
 
-def _plan(config):
-    try:
-        return load_plan(config.getoption("plan"), parse_overrides(config.getoption("odt_overrides")))
-    except PlanError as exc:
-        raise pytest.UsageError(str(exc))
-
-
 def pytest_generate_tests(metafunc):
     if "cell" in metafunc.fixturenames:
-        jobs = list(_plan(metafunc.config).jobs)
+        jobs = list(metafunc.config.odt_plan.jobs)
         names = unique_names(jobs)
         metafunc.parametrize("cell", jobs, ids=[names[job.cell_id] for job in jobs])
 
@@ -68,7 +66,7 @@ def _targets_file(config):
 def odt_runner(request):
     """The session's Runner over the selected target, journaling into ``results/<target>/``."""
     config = request.config
-    plan = _plan(config)
+    plan = config.odt_plan
     cache = ArtifactCache()
     target_name = config.getoption("target")
     try:

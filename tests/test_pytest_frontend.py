@@ -113,3 +113,13 @@ def test_k_selects_the_same_cells_in_both_front_ends(tmp_path, capsys):
     done = _pytest("--plan", "default", "-k", expression, "--collect-only", "-q", cwd=tmp_path)
     collected = {line.split("[", 1)[1].rstrip("]") for line in done.stdout.splitlines() if "::test_cell[" in line}
     assert cli and cli == collected
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--plan", "nope"], "unknown plan 'nope'; known plans"),
+    (["--plan", "quick", "--set", "stepz=3"], "--set stepz: unknown key"),
+])
+def test_a_bad_plan_is_a_usage_error_naming_it(tmp_path, args, text):
+    done = _pytest(*args, "--collect-only", "-q", cwd=tmp_path)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert text in done.stdout + done.stderr
