@@ -9,10 +9,11 @@ import torch
 
 from suites import models
 from suites.data import NAMES as DATA_NAMES
-from suites.methods import layer_table
+from suites.methods import PlanContext, layer_table
 
 from . import registry
 from .cache import ArtifactCache
+from .executor import load_backbone
 from .job import Job, JobError, parse_cpus
 from .pretrain import dataset_artifacts, pretrain
 
@@ -65,13 +66,28 @@ def _data(job: Job, cache: ArtifactCache):
     raise JobError("unknown data %r; known: %s" % (job.data, ", ".join(DATA_NAMES)))
 
 
+def _starting_model(job, spec, num_classes, checkpoint, cache):
+    """The model as the device starts training it (its seeded initialisation and the checkpoint's
+    backbone), for methods that choose from the weights (e.g. channels by weight norm)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.seed)  # the plan's init seed, as the device seeds it
+        model = models.build(spec, num_classes)
+    if checkpoint:
+        try:
+            load_backbone(model, torch.load(cache.path(checkpoint), weights_only=True), checkpoint[:12])
+        except RuntimeError as exc:  # missing tensors, or tensors of other shapes
+            raise JobError("checkpoint %s does not fit model %r: %s" % (job.checkpoint or checkpoint[:12], job.model,
+                                                                      str(exc).splitlines()[0]))
+    return model
+
+
 def compile_job(job: Job, cache: ArtifactCache) -> dict:
     method, params = registry.method_with_params(job.method, job.method_params)
     spec = models.spec(job.model)
     data, checkpoint = _data(job, cache)
-    model = models.build(spec, data["num_classes"])
+    model = _starting_model(job, spec, data["num_classes"], checkpoint, cache)
     try:
-        update_plan = method.plan(layer_table(model), **params)
+        update_plan = method.plan(PlanContext(job.model, layer_table(model), model), **params)
     except ValueError as exc:
         raise JobError(str(exc))
     if update_plan["bn"] == "train" and job.batch == 1:

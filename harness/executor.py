@@ -13,6 +13,7 @@ import torch
 from suites.data import make_batches
 from suites.methods import apply_plan
 from suites.models import build
+from suites.ops import native
 from suites.train import Trainer, accuracy
 
 from . import calibrate, device_info, syschecks
@@ -89,6 +90,8 @@ class Execution:
         self.plan = plan
         self.clock = clock
         self.placement = place(plan["threads"], plan.get("cpus"))
+        # the odt ops' C kernels are built (once per machine) and loaded here, outside any step
+        self.ops_backend = native.backend() if plan["ops"] == "odt" else "torch (stock layers)"
         state = _artifact(artifacts_dir, plan["checkpoint"]) if plan.get("checkpoint") else None
         self.model, params = prepare_model(plan, state)
         data = plan["data"]
@@ -187,6 +190,7 @@ class Execution:
             "accuracy": {"before": before, "after": after},
             "calibration": decisions,
             "placement": self.placement,
+            "ops_backend": self.ops_backend,
             "system_checks": checks,
             "overhead": overhead,
         }

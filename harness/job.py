@@ -11,7 +11,8 @@ from typing import Mapping, Optional
 MODES = ("performance", "energy", "overhead")
 """performance: timed steps; energy: one long window, no I/O inside; overhead: interleaved pairs of
 an instrumented and a bare step (``steps`` pairs), to measure what the harness's timing costs."""
-OPS = ("stock",)
+OPS = ("stock", "odt")
+"""As ``suites.methods.apply.OPS`` (kept here so that reading journals needs no torch; a test checks)."""
 MEASURED_FIELDS = ("model", "method", "method_params", "data", "checkpoint", "resolution", "batch",
                    "steps", "seed", "lr", "ops", "mode")
 

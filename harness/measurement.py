@@ -94,6 +94,7 @@ def measurement(run: DeviceRun, analysis, target_name):
         "figures": flatten(dict(device_figures(run, target_name), **analysis)),
         "calibration": run.result.get("calibration"),
         "placement": run.result.get("placement"),
+        "ops_backend": run.result.get("ops_backend"),
         "system_checks": run.result.get("system_checks", []),
         "overhead": run.result.get("overhead"),
         "health": run.health,

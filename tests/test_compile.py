@@ -35,10 +35,16 @@ def test_a_users_checkpoint_is_hashed_into_the_cache(tmp_path):
     assert run.result["accuracy"]["after"] is not None
 
 
-def test_a_checkpoint_of_another_model_is_refused_by_the_device(tmp_path):
+def test_a_checkpoint_of_another_model_is_refused_before_it_reaches_a_device(tmp_path):
     path = tmp_path / "other.pt"
     torch.save(models.build(models.spec("mcunet-5fps"), 3).state_dict(), path)
-    plan = compile_job(_job(checkpoint=str(path)), ArtifactCache())
+    with pytest.raises(JobError, match="does not fit model 'mbv2-w0.35': checkpoint .* lacks .* backbone tensors"):
+        compile_job(_job(checkpoint=str(path)), ArtifactCache())
+
+
+def test_the_device_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    plan = compile_job(_job(), ArtifactCache())
+    plan["checkpoint"] = ArtifactCache().put_torch(models.build(models.spec("mcunet-5fps"), 3).state_dict())
     with pytest.raises(TargetError, match="lacks .* backbone tensors"):
         LocalTarget().run(plan, timeout_s=120)
 

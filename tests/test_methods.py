@@ -3,7 +3,7 @@ import torch
 
 from harness.executor import prepare_model
 from suites import models
-from suites.methods import BpLastK, apply_plan, fold_batchnorm, layer_table
+from suites.methods import BpLastK, PlanContext, apply_plan, fold_batchnorm, layer_table
 from tests.helpers import plan_for
 
 
@@ -38,10 +38,14 @@ def test_bp_last_k_trains_exactly_the_last_k_convs():
     assert [c.weight.requires_grad for c in convs] == [False] * (len(convs) - 4) + [True] * 4
 
 
+def _context(name="mcunet-5fps"):
+    model = models.build(models.spec(name), 10)
+    return PlanContext(name, layer_table(model), model)
+
+
 def test_bp_last_k_rejects_k_out_of_range():
-    layers = layer_table(models.build(models.spec("mcunet-5fps"), 10))
     with pytest.raises(ValueError, match="42 convs"):
-        BpLastK().plan(layers, k=43)
+        BpLastK().plan(_context(), k=43)
 
 
 def test_folding_keeps_the_eval_output():
@@ -73,10 +77,10 @@ def test_nothing_before_the_earliest_trainable_layer_is_back_propagated(method):
 
 
 def test_apply_plan_rejects_unknown_ops_and_layers():
-    model = models.build(models.spec("mbv2-w0.35"), 10)
-    plan = BpLastK().plan(layer_table(model), k=2)
-    with pytest.raises(ValueError, match="unknown ops 'odt'"):
-        apply_plan(model, plan, ops="odt")
+    context = _context("mbv2-w0.35")
+    model, plan = context.model, BpLastK().plan(context, k=2)
+    with pytest.raises(ValueError, match="unknown ops 'tte'; known: stock, odt"):
+        apply_plan(model, plan, ops="tte")
     plan["layers"][0]["name"] = "nope.conv"
     with pytest.raises(ValueError, match="nope.conv"):
         apply_plan(model, plan)

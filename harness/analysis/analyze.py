@@ -6,7 +6,7 @@ change what is saved or counted). The model is prepared exactly as the device pr
 import torch
 
 from ..executor import prepare_model
-from ..units import Figure, Source
+from ..units import Figure, Source, missing
 from .allocator import HOW as ALLOCATOR
 from .allocator import allocator_saved_bytes
 from .counts import analytic_counts
@@ -23,6 +23,13 @@ def _batch(plan):
     return torch.randn(b, 3, r, r, generator=gen), torch.zeros(b, dtype=torch.long)
 
 
+def _plan_fp32(value):
+    if value is None:
+        return missing("bytes", Source.ANALYTIC, "plan_fp32 counts plans with BN folded; this plan trains "
+                       "BatchNorm in train mode", per="sample")
+    return Figure(value, "bytes", Source.ANALYTIC, per="sample")
+
+
 def prepared_model(plan):
     return prepare_model(plan)[0]
 
@@ -32,7 +39,7 @@ def analyze(plan):
     convention, measured saved bytes (by hooks and, independently, at the allocator) and counted
     FLOPs. All per batch of the plan's batch size."""
     x, y = _batch(plan)
-    counts = analytic_counts(prepared_model(plan), plan, x)
+    counts = analytic_counts(plan, x)
     saved = measure_saved(prepared_model(plan), x, y)
     flops = count_flops(prepared_model(plan), x, y)
     held = allocator_saved_bytes(prepared_model(plan), x)
@@ -42,9 +49,12 @@ def analyze(plan):
         "trainable_params": Figure(counts["trainable_params"], "count", analytic, per="model"),
         "forward_macs": Figure(counts["forward_macs"], "MAC", analytic),
         "analytic_backward": {
-            "exact_backward_macs": Figure(counts["exact_backward_macs"], "MAC", analytic)},
+            "exact_backward_macs": Figure(counts["exact_backward_macs"], "MAC", analytic),
+            "tinytrain_macs": Figure(counts["tinytrain_macs"], "MAC", analytic)},
         "memory_bytes": {
-            "saved_inputs_fp32": Figure(counts["saved_inputs_fp32"], "bytes", analytic)},
+            "saved_inputs_fp32": Figure(counts["saved_inputs_fp32"], "bytes", analytic),
+            "plan_fp32": _plan_fp32(counts["plan_fp32"]),
+            "sparseupdate_int8": Figure(counts["sparseupdate_int8"], "bytes", analytic, per="sample")},
         "measured_saved_bytes": Figure(saved["saved_bytes"], "bytes", Source.MEASURED, how=HOOKS),
         "measured_saved_with_params_bytes": Figure(saved["with_params_bytes"], "bytes",
                                                    Source.MEASURED, how=HOOKS),

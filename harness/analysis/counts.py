@@ -1,30 +1,64 @@
 """Analytic counts from the model's structure and the plan, each under a named convention.
 
-Conventions (all for one batch of B):
+Structure comes from one forward of the model *as built* (BN unfolded, stock layers), recording
+every conv, linear and ReLU6 in forward order; the plan says what each layer trains. A
+``channels`` update trains the fraction k / C of a conv's weight (k of its C input channels;
+depthwise: of its channels).
+
+Conventions, per batch of B unless marked per sample:
+
 - ``forward_macs``: conv and linear multiply-accumulates of one forward.
 - ``exact_backward_macs``: what an exact backward computes: a layer's weight gradient (as many
-  MACs as its forward) when its weight is trained, and its input gradient (as many again) when any
-  trainable parameter lies before it in forward order. BN and elementwise work are not counted.
+  MACs as its forward, times the trained fraction) when its weight is trained, and its input
+  gradient (as many as its forward) when any trainable parameter lies before it in forward order.
+  BN and elementwise work are not counted.
+- ``tinytrain_macs`` (TinyTrain's backward-compute column): the input gradient of every conv from
+  the earliest trainable conv to the end, that one included, plus the weight gradients of the
+  trained channels; convs only (the classifier is not counted).
 - ``saved_inputs_fp32``: fp32 bytes of the inputs that the convs whose weights are trained must
-  keep for their weight gradients; classifier excluded (the GradFilter paper's Table 2 convention).
+  keep for their weight gradients (only the trained channels); classifier excluded (the GradFilter
+  paper's Table 2 convention).
+- ``plan_fp32`` (per sample; plans with BN folded): what this harness's op library
+  (``ops = "odt"``) keeps between forward and backward: fp32 inputs of the trained channels of
+  every conv whose weight is trained and of the classifier, and one bit per element for every
+  ReLU6 that a gradient passes (rounded up to whole bytes per ReLU6).
+- ``sparseupdate_int8`` (per sample; the SparseUpdate paper's code): for every updated conv 1 bit
+  per output element (the clamp mask) and 32 bits per bias; for a trained weight also 8 bits per
+  saved input element of the trained channels and 8 bits per trained weight (an SRAM copy); the
+  classifier's input at 8 bits per element, its weights 0; no optimizer state.
 """
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from suites.models import build
 
-def layer_shapes(model, x):
-    """``{module name: (input shape, output shape)}`` for every conv and linear, from one forward."""
-    shapes, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            def hook(mod, inputs, output, name=name):
-                shapes[name] = (tuple(inputs[0].shape), tuple(output.shape))
-            hooks.append(module.register_forward_hook(hook))
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return shapes
+
+@dataclass(frozen=True)
+class Layer:
+    """One conv, linear or ReLU6 of a forward, with its shapes (batch of B) and its plan entry."""
+
+    name: str
+    module: nn.Module
+    in_shape: tuple
+    out_shape: tuple
+    update: dict  # the plan's layer entry; {} for a ReLU6
+
+    @property
+    def macs(self):
+        return layer_macs(self.module, self.out_shape) if self.update else 0
+
+    @property
+    def trained_fraction(self):
+        """The fraction of the weight trained: 1 (weight), k / C (channels), else 0."""
+        update = self.update.get("update")
+        if update == "weight":
+            return 1.0
+        if update == "channels":
+            width = self.module.out_channels if self.module.groups > 1 else self.module.in_channels
+            return len(self.update["channels"]) / width
+        return 0.0
 
 
 def layer_macs(module, out_shape):
@@ -35,27 +69,20 @@ def layer_macs(module, out_shape):
     return module.in_features * out_shape[0] * module.out_features
 
 
-def analytic_counts(model, plan, x):
-    modules = dict(model.named_modules())
-    shapes = layer_shapes(model, x)
-    forward = backward = saved_inputs = 0
-    after_trainable = False
-    for layer in plan["update_plan"]["layers"]:
-        module = modules[layer["name"]]
-        in_shape, out_shape = shapes[layer["name"]]
-        macs = layer_macs(module, out_shape)
-        forward += macs
-        if layer["update"] == "weight":
-            backward += macs
-            if layer["kind"] == "conv":
-                saved_inputs += 4 * _numel(in_shape)
-        if after_trainable:
-            backward += macs
-        after_trainable = after_trainable or layer["update"] != "frozen"
-    params = sum(p.numel() for p in model.parameters())
-    trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"params": params, "trainable_params": trainable_params, "forward_macs": forward,
-            "exact_backward_macs": backward, "saved_inputs_fp32": saved_inputs}
+def forward_layers(model, plan, x):
+    """Every conv, linear and ReLU6 of ``model`` (as built) in the order the forward runs them."""
+    entries = {layer["name"]: layer for layer in plan["update_plan"]["layers"]}
+    order, hooks = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.ReLU6)):
+            def hook(mod, inputs, output, name=name):
+                order.append(Layer(name, mod, tuple(inputs[0].shape), tuple(output.shape), entries.get(name, {})))
+            hooks.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        model.eval()(x)  # shapes only: BN in eval mode takes any batch and map size
+    for h in hooks:
+        h.remove()
+    return order
 
 
 def _numel(shape):
@@ -63,3 +90,58 @@ def _numel(shape):
     for d in shape:
         n *= d
     return n
+
+
+def analytic_counts(plan, x):
+    """Every count above for ``plan`` on the batch ``x``, from the plan's model as built."""
+    torch.manual_seed(plan["seeds"]["init"])
+    model = build(plan["model"]["spec"], plan["model"]["num_classes"])
+    layers = forward_layers(model, plan, x)
+    batch = x.shape[0]
+    counts = dict.fromkeys(("forward_macs", "exact_backward_macs", "tinytrain_macs", "saved_inputs_fp32",
+                            "trainable_params"), 0)
+    plan_bytes = int8_bits = 0
+    after_trainable = after_trainable_conv = False
+    for layer in layers:
+        update = layer.update.get("update")
+        if isinstance(layer.module, nn.ReLU6):
+            if after_trainable:
+                plan_bytes += -(-_numel(layer.in_shape[1:]) // 8)
+            continue
+        conv = isinstance(layer.module, nn.Conv2d)
+        fraction = layer.trained_fraction
+        weight_grad = round(layer.macs * fraction)
+        counts["forward_macs"] += layer.macs
+        counts["exact_backward_macs"] += weight_grad + (layer.macs if after_trainable else 0)
+        per_sample_in = _numel(layer.in_shape[1:])
+        if conv:
+            after_trainable_conv = after_trainable_conv or update != "frozen"
+            if after_trainable_conv:
+                counts["tinytrain_macs"] += layer.macs + weight_grad
+            counts["saved_inputs_fp32"] += round(4 * batch * per_sample_in * fraction)
+        if update != "frozen":
+            int8_bits += _int8_bits(layer, per_sample_in, fraction)
+            counts["trainable_params"] += _trainable(layer.module, fraction, plan["update_plan"]["bn"])
+        plan_bytes += round(4 * per_sample_in * fraction)
+        after_trainable = after_trainable or update != "frozen"
+    counts["params"] = sum(p.numel() for p in model.parameters())
+    counts["plan_fp32"] = plan_bytes if plan["update_plan"]["bn"] == "fold" else None
+    counts["sparseupdate_int8"] = -(-int8_bits // 8)
+    return counts
+
+
+def _int8_bits(layer, per_sample_in, fraction):
+    """Bits an updated layer needs under the ``sparseupdate_int8`` convention."""
+    if isinstance(layer.module, nn.Linear):
+        return 8 * per_sample_in  # the classifier's input; its weights are not counted
+    mask_and_bias = _numel(layer.out_shape[1:]) + 32 * layer.module.out_channels
+    return mask_and_bias + round(8 * fraction * (per_sample_in + layer.module.weight.numel()))
+
+
+def _trainable(module, fraction, bn):
+    """Parameters trained in an updated layer: the trained fraction of its weight and its bias (a
+    folded conv has one), or with BN in train mode a trained conv's BN scale and shift instead."""
+    weight = round(module.weight.numel() * fraction)
+    if isinstance(module, nn.Linear):
+        return weight + module.out_features
+    return weight + (module.out_channels if bn == "fold" else 2 * module.out_channels)

@@ -1,7 +1,7 @@
 """Training methods as policies emitting an UpdatePlan, and the one function that applies a plan."""
 from .apply import OPS, apply_plan, fold_batchnorm
 from .stock import BiasOnly, BpLastK, Full, LastLayer, Method
-from .update_plan import layer_table, make_plan
+from .update_plan import PlanContext, layer_table, make_plan
 
 __all__ = ["OPS", "apply_plan", "fold_batchnorm", "Method", "Full", "LastLayer", "BiasOnly",
-           "BpLastK", "layer_table", "make_plan"]
+           "BpLastK", "PlanContext", "layer_table", "make_plan"]

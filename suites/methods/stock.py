@@ -1,6 +1,7 @@
 """The stock methods: ``full``, ``last-layer``, ``bias-only`` and ``bp-last-k``.
 
-Each is a policy: ``plan(layers, **params)`` returns an UpdatePlan. The classifier is trained in
+Each is a policy: ``plan(context, **params)`` returns an UpdatePlan (``context``: a
+``PlanContext``). The classifier is trained in
 every method. ``full`` trains with BatchNorm in train mode (the standard fine-tuning baseline);
 the others fold BN into the conv, so "bias" is the folded bias.
 """
@@ -14,11 +15,11 @@ class Method:
     description = ""
     params = {}
 
-    def plan(self, layers, **params):
+    def plan(self, context, **params):
         raise NotImplementedError
 
 
-def _n_convs(layers):
+def n_convs(layers):
     return sum(1 for layer in layers if layer["kind"] == "conv")
 
 
@@ -26,28 +27,28 @@ class Full(Method):
     name = "full"
     description = "every parameter trained, BatchNorm in train mode"
 
-    def plan(self, layers):
-        updates = {i: "weight" for i in range(_n_convs(layers))}
+    def plan(self, context):
+        updates = {i: "weight" for i in range(n_convs(context.layers))}
         updates["classifier"] = "weight"
-        return make_plan(layers, "train", updates)
+        return make_plan(context.layers, "train", updates)
 
 
 class LastLayer(Method):
     name = "last-layer"
     description = "the classifier only; BN folded"
 
-    def plan(self, layers):
-        return make_plan(layers, "fold", {"classifier": "weight"})
+    def plan(self, context):
+        return make_plan(context.layers, "fold", {"classifier": "weight"})
 
 
 class BiasOnly(Method):
     name = "bias-only"
     description = "every conv's folded bias and the classifier (TinyTL-style)"
 
-    def plan(self, layers):
-        updates = {i: "bias" for i in range(_n_convs(layers))}
+    def plan(self, context):
+        updates = {i: "bias" for i in range(n_convs(context.layers))}
         updates["classifier"] = "weight"
-        return make_plan(layers, "fold", updates)
+        return make_plan(context.layers, "fold", updates)
 
 
 class BpLastK(Method):
@@ -55,10 +56,10 @@ class BpLastK(Method):
     description = "exact backprop through the last k convs (every Conv2d in forward order)"
     params = {"k": (int, "how many of the last convs are trained (1..number of convs)")}
 
-    def plan(self, layers, k):
-        n = _n_convs(layers)
+    def plan(self, context, k):
+        n = n_convs(context.layers)
         if not 1 <= k <= n:
             raise ValueError("bp-last-k: k=%d is out of range; this model has %d convs" % (k, n))
         updates = {i: "weight" for i in range(n - k, n)}
         updates["classifier"] = "weight"
-        return make_plan(layers, "fold", updates)
+        return make_plan(context.layers, "fold", updates)

@@ -39,6 +39,13 @@ def published_counts(name):
     return _tiny()["published_counts"][name]
 
 
+def sparse_update_schemes(name):
+    """The SparseUpdate authors' released schemes for model ``name``: ``{label: scheme dict}``
+    (``n_bias_update``, ``manual_weight_idx``, ``weight_update_ratio``); {} for other models."""
+    schemes = _tiny()["sparse_update_schemes"].get(name, {})
+    return {label: dict(scheme) for label, scheme in schemes.items() if not label.startswith("_")}
+
+
 def build(model_spec, num_classes):
     """Build the ``nn.Module`` described by ``model_spec`` with a ``num_classes`` classifier."""
     family = model_spec.get("family")
@@ -47,4 +54,4 @@ def build(model_spec, num_classes):
     return _BUILDERS[family](model_spec, num_classes)
 
 
-__all__ = ["build", "convs", "names", "spec", "published_counts", "UnknownModel"]
+__all__ = ["build", "convs", "names", "spec", "published_counts", "sparse_update_schemes", "UnknownModel"]

@@ -1,0 +1,6 @@
+"""The op library that makes sparse backward real: what a plan freezes is never computed, what
+backward does not need is never saved (``FrozenConv2d``, ``ChannelConv2d``, ``MaskedReLU6``)."""
+from .activation import MaskedReLU6
+from .conv import ChannelConv2d, FrozenConv2d
+
+__all__ = ["ChannelConv2d", "FrozenConv2d", "MaskedReLU6"]

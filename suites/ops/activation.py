@@ -1,0 +1,69 @@
+"""ReLU6 that keeps a 1-bit-per-element mask for backward instead of its float input.
+
+``MaskedReLU6`` stands alone (after a conv whose whole weight is trained); the frozen and
+channel-subset convs apply the same two helpers inside their own op (``relu6=True``), so a
+conv and its activation cost one autograd node, not two.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import bits, native
+
+_ONE = {}
+
+
+def _native(*tensors):
+    """The C library when every tensor suits it (contiguous float32 on the CPU), else None."""
+    lib, _ = native.library()
+    if lib is None or not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu"
+                              for t in tensors):
+        return None
+    return lib
+
+
+def relu6_and_mask(y):
+    """``(relu6(y), packed mask)``: the mask has a 1 where 0 < y < 6, the elements a gradient
+    passes (as stock ``hardtanh_backward``), packed 8 to a byte."""
+    lib = _native(y)
+    if lib is not None:
+        out, packed = torch.empty_like(y), torch.empty(bits.packed_bytes(y.numel()), dtype=torch.uint8)
+        lib.odt_relu6_pack(y.data_ptr(), out.data_ptr(), packed.data_ptr(), y.numel())
+        return out, packed
+    one = _ONE.get(y.dtype)
+    if one is None:
+        one = _ONE[y.dtype] = torch.ones(1, dtype=y.dtype)
+    passes = torch.ops.aten.hardtanh_backward(one.expand(y.shape), y, 0.0, 6.0)
+    return F.relu6(y), bits.pack(passes)
+
+
+def masked_grad(grad, packed):
+    """``grad`` with the elements the mask blocks set to 0."""
+    lib = _native(grad)
+    if lib is not None:
+        out = torch.empty_like(grad)
+        lib.odt_masked_grad(grad.data_ptr(), packed.data_ptr(), out.data_ptr(), grad.numel())
+        return out
+    return bits.unpack(packed, grad.shape, grad.dtype).mul_(grad)
+
+
+class _MaskedReLU6(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y, packed = relu6_and_mask(x)
+        ctx.save_for_backward(packed)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return masked_grad(grad, ctx.saved_tensors[0])
+
+
+class MaskedReLU6(nn.Module):
+    """``nn.ReLU6`` whose backward needs 1 bit per element (packed), not the 4-byte input. Where no
+    gradient can flow (the input needs none, or grad is off) it is plain ``relu6``."""
+
+    def forward(self, x):
+        if x.requires_grad and torch.is_grad_enabled():
+            return _MaskedReLU6.apply(x)
+        return F.relu6(x)
