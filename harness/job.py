@@ -71,10 +71,12 @@ class Job:
 
     @property
     def label(self) -> str:
-        """Method with its parameters, e.g. ``bp-last-k(k=6)``."""
-        if not self.method_params:
-            return self.method
-        return "%s(%s)" % (self.method, ",".join("%s=%s" % kv for kv in self.method_params.items()))
+        """Method with its parameters, and the ops when not stock: ``bp-last-k(k=6)``,
+        ``sparse-update(preset=99kb)+odt``."""
+        label = self.method
+        if self.method_params:
+            label += "(%s)" % ",".join("%s=%s" % kv for kv in self.method_params.items())
+        return label if self.ops == "stock" else "%s+%s" % (label, self.ops)
 
     @property
     def name(self) -> str:

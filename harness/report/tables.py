@@ -215,6 +215,12 @@ def _ratio_cell(v: Value, ref: Value, tag: str, ratio: Callable[[Value, Value], 
     return marked(text, _tags_to_mark([v.source, ref.source], tag))
 
 
+def ratio_cell(v: Value, ref: Value, sampled: bool, tag: str = "measured") -> str:
+    """``v`` against ``ref``: a ratio of medians with its bootstrap CI (``sampled``, timings) or an
+    exact ratio of single values; ``—`` where either is missing."""
+    return _ratio_cell(v, ref, tag, _sampled_ratio if sampled else _exact_ratio)
+
+
 def _ratio_column(values: Values, labels: list[str], quantity: str, name: str, sampled: bool) -> Column:
     """Each label's ratio to the ``full`` row; the ``full`` row's own is 1 by definition."""
     ratio, suffix = ((_sampled_ratio, f"[{DEFAULT_CONFIDENCE:.0%} CI]") if sampled

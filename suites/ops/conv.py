@@ -62,6 +62,21 @@ class _Geometry:
         return F.conv_transpose2d(grad, weight, None, self.stride, self.padding, output_padding,
                                   self.groups, self.dilation)
 
+    def weight_grad(self, grad, x_part, weight_part, channels):
+        """The gradient of ``weight_part``: the weight on the input channels ``channels`` (whose
+        input is ``x_part``) or, depthwise, the weight of those channels."""
+        if self.pointwise:  # (out x pixels) @ (pixels x channels), summed over the batch
+            g, x = grad.flatten(2), x_part.flatten(2)
+            gw = torch.mm(g[0], x[0].t()) if grad.shape[0] == 1 else torch.matmul(g, x.transpose(1, 2)).sum(0)
+            return gw.view(weight_part.shape)
+        if self.groups == 1:
+            part_grad, part_groups = grad, 1
+        else:  # depthwise: channel c's weight sees only output channel c
+            part_grad, part_groups = grad.index_select(1, channels), len(channels)
+        return torch.ops.aten.convolution_backward(
+            part_grad, x_part, weight_part, None, self.stride, self.padding, self.dilation, False, [0, 0],
+            part_groups, (False, True, False))[1]
+
 
 def _forward(ctx, geometry, x, weight, bias, relu6):
     """The conv (and its ReLU6) forward; records what backward needs besides saved tensors."""
@@ -130,15 +145,8 @@ class _ChannelConv(torch.autograd.Function):
         if mask is not None:
             grad = masked_grad(grad, mask)
         gx = geometry.input_grad(grad, weight, ctx.output_padding) if ctx.needs_input_grad[0] else None
-        if geometry.groups == 1:
-            part_grad, part_groups = grad, 1
-        else:  # depthwise: channel c's weight sees only output channel c
-            part_grad, part_groups = grad.index_select(1, channels), len(channels)
-        _, gw, _ = torch.ops.aten.convolution_backward(
-            part_grad, x_part, weight_part, None, geometry.stride, geometry.padding, geometry.dilation,
-            False, [0, 0], part_groups, (False, True, False))
         gb = grad.sum((0, 2, 3)) if ctx.needs_input_grad[3] else None
-        return gx, None, gw, gb, None, None, None
+        return gx, None, geometry.weight_grad(grad, x_part, weight_part, channels), gb, None, None, None
 
 
 class ChannelConv2d(nn.Module):
