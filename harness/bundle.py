@@ -35,6 +35,7 @@ DEVICE_FILES = (
     "suites/ops/bits.py",
     "suites/ops/conv.py",
     "suites/ops/native.py",
+    "suites/quant.py",
     "suites/train.py",
     "targets/__init__.py",
     "targets/jetson_power.py",

@@ -20,7 +20,8 @@ from .pretrain import dataset_artifacts, pretrain
 FORMAT = "odt-bench/execution-plan"
 VERSION = 1
 SYNTHETIC_CLASSES = 10
-SEED_DERIVATION = "init = seed (model init, head init); data = seed + 1 (batch order, synthetic tensors)"
+SEED_DERIVATION = ("init = seed (model init, head init); data = seed + 1 (batch order, synthetic tensors); "
+                   "calibration = seed + 2 (the int8 graph's activation scales)")
 
 
 def _user_checkpoint(path, cache):
@@ -90,6 +91,9 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
         update_plan = method.plan(PlanContext(job.model, layer_table(model), model), **params)
     except ValueError as exc:
         raise JobError(str(exc))
+    if job.numeric != "fp32" and update_plan["bn"] != "fold":
+        raise JobError("method %r trains BatchNorm, which the int8 graph does not have (BN is folded into "
+                       "its convs); use numeric 'fp32' or a method that folds BN" % job.method)
     if update_plan["bn"] == "train" and job.batch == 1:
         _check_batchnorm_statistics(model, job)
     return {
@@ -100,7 +104,7 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
         "method": {"name": job.method, "params": params},
         "update_plan": update_plan,
         "ops": job.ops,
-        "numeric": "fp32",
+        "numeric": job.numeric,
         "data": data,
         "checkpoint": checkpoint,
         "schedule": {"batch": job.batch, "warmup": job.warmup, "steps": job.steps, "lr": job.lr,

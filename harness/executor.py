@@ -11,7 +11,8 @@ import os
 import torch
 
 from suites.data import make_batches
-from suites.methods import apply_plan
+from suites import quant
+from suites.methods import apply_plan, fold_batchnorm
 from suites.models import build
 from suites.ops import native
 from suites.train import Trainer, accuracy
@@ -44,13 +45,32 @@ def load_backbone(model, state, name):
     model.load_state_dict(backbone, strict=False)
 
 
-def prepare_model(plan, state=None):
-    """The plan's model, seeded, with the checkpoint ``state`` if any, and the plan applied."""
+CALIBRATION_SAMPLES = 16
+
+
+def calibration_batch(plan, arrays=None):
+    """The inputs that set the int8 graph's activation scales: training images drawn with the
+    calibration seed (host analysis, which has no dataset, uses synthetic tensors of the same
+    shape: scales change values, not what is saved or counted)."""
+    spec = plan["data"] if arrays is not None else dict(plan["data"], kind="synthetic")
+    return make_batches(spec, CALIBRATION_SAMPLES, plan["seeds"]["data"] + 1, arrays).next()[0]
+
+
+def prepare_model(plan, state=None, arrays=None):
+    """``(model, trainable parameters)``: the plan's model, seeded, with the checkpoint ``state``
+    if any, as the int8 graph where the plan's numeric format asks (``suites.quant``), and the
+    plan applied (with QAS for ``int8``)."""
     torch.manual_seed(plan["seeds"]["init"])
     model = build(plan["model"]["spec"], plan["model"]["num_classes"])
     if state is not None:
         load_backbone(model, state, plan["checkpoint"][:12])
-    return model, apply_plan(model, plan["update_plan"], plan["ops"])
+    numeric = plan.get("numeric", "fp32")
+    if numeric != "fp32":
+        model = quant.int8_graph(fold_batchnorm(model), calibration_batch(plan, arrays))
+    params = apply_plan(model, plan["update_plan"], plan["ops"])
+    if numeric == "int8":
+        quant.apply_qas(model)
+    return model, params
 
 
 def place(threads, cpus=None):
@@ -93,9 +113,9 @@ class Execution:
         # the odt ops' C kernels are built (once per machine) and loaded here, outside any step
         self.ops_backend = native.backend() if plan["ops"] == "odt" else "torch (stock layers)"
         state = _artifact(artifacts_dir, plan["checkpoint"]) if plan.get("checkpoint") else None
-        self.model, params = prepare_model(plan, state)
         data = plan["data"]
         self.arrays = _artifact(artifacts_dir, data["artifact"]) if data.get("artifact") else None
+        self.model, params = prepare_model(plan, state, self.arrays)
         self.batches = self._fresh_batches()
         self.trainer = Trainer(self.model, params, plan["schedule"]["lr"], plan["schedule"]["momentum"],
                                clock=clock)

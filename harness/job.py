@@ -13,8 +13,13 @@ MODES = ("performance", "energy", "overhead")
 an instrumented and a bare step (``steps`` pairs), to measure what the harness's timing costs."""
 OPS = ("stock", "odt")
 """As ``suites.methods.apply.OPS`` (kept here so that reading journals needs no torch; a test checks)."""
+NUMERICS = ("fp32", "int8", "int8-noqas")
+"""fp32; int8: the real-quantized int8 graph (``suites.quant``) trained with QAS; int8-noqas: the
+same without QAS (the paper's ablation)."""
 MEASURED_FIELDS = ("model", "method", "method_params", "data", "checkpoint", "resolution", "batch",
                    "steps", "seed", "lr", "ops", "mode")
+LATER_MEASURED_FIELDS = {"numeric": "fp32"}
+"""Measured fields added later, hashed only when not at their default, so older cell ids stay."""
 
 
 class JobError(ValueError):
@@ -35,6 +40,7 @@ class Job:
     threads: int = 1
     cpus: str = "auto"
     ops: str = "stock"
+    numeric: str = "fp32"
     mode: str = "performance"
     timeout_s: float = 600.0
     checkpoint: Optional[str] = None
@@ -59,6 +65,10 @@ class Job:
                            "own; list at least %d CPUs or lower 'threads'" % (self.threads, self.cpus, self.threads))
         if self.ops not in OPS:
             raise JobError("job field 'ops' is %r; known: %s" % (self.ops, ", ".join(OPS)))
+        if self.numeric not in NUMERICS:
+            raise JobError("job field 'numeric' is %r; known: %s" % (self.numeric, ", ".join(NUMERICS)))
+        if self.numeric != "fp32" and self.ops != "stock":
+            raise JobError("job field 'numeric' = %r needs ops 'stock': the op library is fp32 only" % self.numeric)
         if self.mode not in MODES:
             raise JobError("job field 'mode' is %r; known: %s" % (self.mode, ", ".join(MODES)))
         object.__setattr__(self, "method_params", dict(sorted(dict(self.method_params).items())))
@@ -66,17 +76,22 @@ class Job:
     @property
     def cell_id(self) -> str:
         measured = {k: getattr(self, k) for k in MEASURED_FIELDS}
+        measured.update({k: getattr(self, k) for k, default in LATER_MEASURED_FIELDS.items()
+                         if getattr(self, k) != default})
         blob = json.dumps(measured, sort_keys=True, separators=(",", ":"))
         return "c" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
     def label(self) -> str:
-        """Method with its parameters, and the ops when not stock: ``bp-last-k(k=6)``,
-        ``sparse-update(preset=99kb)+odt``."""
+        """Method with its parameters, and the ops and numeric format when not the defaults:
+        ``bp-last-k(k=6)``, ``sparse-update(preset=99kb)+odt``, ``bias-only+int8``."""
         label = self.method
         if self.method_params:
             label += "(%s)" % ",".join("%s=%s" % kv for kv in self.method_params.items())
-        return label if self.ops == "stock" else "%s+%s" % (label, self.ops)
+        for value, default in ((self.ops, "stock"), (self.numeric, "fp32")):
+            if value != default:
+                label += "+" + value
+        return label
 
     @property
     def name(self) -> str:

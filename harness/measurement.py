@@ -23,43 +23,44 @@ def step_samples(run: DeviceRun, phase="timed"):
     }
 
 
-def energy_figures(run: DeviceRun, target_name):
+def energy_figures(run: DeviceRun, target_name, observed=Source.MEASURED):
     """Energy of the timed window, total and per rail, from the run's trace; else null + reason."""
     if run.trace is None:
         reason = run.health.get("meter_error") or "target %r has no power meter attached" % target_name
-        return {"energy_j": missing("J", Source.MEASURED, reason, per="run")}
+        return {"energy_j": missing("J", observed, reason, per="run")}
     try:
         per_window = energy_per_window(run.trace, run.regions, run.clock_offset,
                                        meter_on_device_clock=False)
     except EnergyError as exc:
-        return {"energy_j": missing("J", Source.MEASURED, "energy not computable: %s" % exc, per="run")}
+        return {"energy_j": missing("J", observed, "energy not computable: %s" % exc, per="run")}
     timed = per_window.get("timed", {})
     how = "power trace integrated over the timed region (trapezoid), clock offset %d ns" % (
         run.clock_offset.offset_ns)
-    figs = {"energy_j": Figure(timed.get(TOTAL), "J", Source.MEASURED, per="run", how=how)
+    figs = {"energy_j": Figure(timed.get(TOTAL), "J", observed, per="run", how=how)
             if timed.get(TOTAL) is not None else
-            missing("J", Source.MEASURED, "the trace names no total rail", per="run")}
+            missing("J", observed, "the trace names no total rail", per="run")}
     for rail, joules in sorted(timed.items()):
         if rail != TOTAL:
-            figs["energy_rail_j." + rail] = Figure(joules, "J", Source.MEASURED, per="run", how=how)
+            figs["energy_rail_j." + rail] = Figure(joules, "J", observed, per="run", how=how)
     return figs
 
 
-def device_figures(run: DeviceRun, target_name):
-    """Figures from the device's result: memory, accuracy, energy."""
+def device_figures(run: DeviceRun, target_name, observed=Source.MEASURED):
+    """Figures from the device's result: memory, accuracy, energy. ``observed``: the source of
+    memory and energy (``EMULATED`` when the device ran an emulation, e.g. of an int8 graph)."""
     memory = run.result.get("memory", {})
     acc = run.result.get("accuracy", {})
     figs = {}
     peak = memory.get("peak_rss_bytes")
-    figs["peak_rss_bytes"] = (Figure(peak, "bytes", Source.MEASURED, per="run", how="VmHWM")
-                              if peak else missing("bytes", Source.MEASURED, "the device reported no RSS",
+    figs["peak_rss_bytes"] = (Figure(peak, "bytes", observed, per="run", how="VmHWM")
+                              if peak else missing("bytes", observed, "the device reported no RSS",
                                                    per="run"))
     if memory.get("hwm_reset") and memory.get("train_hwm_bytes") is not None:
         figs["train_peak_bytes"] = Figure(memory["train_hwm_bytes"] - memory["train_start_rss_bytes"],
-                                          "bytes", Source.MEASURED, per="run",
+                                          "bytes", observed, per="run",
                                           how="VmHWM during timed steps minus VmRSS at their start")
     else:
-        figs["train_peak_bytes"] = missing("bytes", Source.MEASURED, per="run", reason=(
+        figs["train_peak_bytes"] = missing("bytes", observed, per="run", reason=(
             "the device could not reset its RSS high-water mark (/proc/self/clear_refs)"))
     for key in ("before", "after"):
         value = acc.get(key)
@@ -68,7 +69,7 @@ def device_figures(run: DeviceRun, target_name):
             if value is not None else
             missing("fraction", Source.MEASURED, "synthetic data: a cost-only cell has no accuracy",
                     per="run"))
-    figs.update(energy_figures(run, target_name))
+    figs.update(energy_figures(run, target_name, observed))
     return figs
 
 
@@ -83,15 +84,16 @@ def flatten(figures, prefix=""):
     return out
 
 
-def measurement(run: DeviceRun, analysis, target_name):
+def measurement(run: DeviceRun, analysis, target_name, numeric="fp32"):
     """The journal's ``measurement`` object for a successful cell."""
+    observed = Source.MEASURED if numeric == "fp32" else Source.EMULATED
     return {
         "samples": step_samples(run),
         "warmup_samples": step_samples(run, "warmup"),
         "regions": run.regions,
         "clock": run.hello.get("clock"),
         "agent": run.hello.get("agent"),
-        "figures": flatten(dict(device_figures(run, target_name), **analysis)),
+        "figures": flatten(dict(device_figures(run, target_name, observed), **analysis)),
         "calibration": run.result.get("calibration"),
         "placement": run.result.get("placement"),
         "ops_backend": run.result.get("ops_backend"),

@@ -84,7 +84,7 @@ class Runner:
         provenance = dict(self.provenance, seeds=plan["seeds"], threads=job.threads,
                           warmup=job.warmup, artifacts={"checkpoint": plan["checkpoint"],
                                                         "dataset": plan["data"].get("artifact")})
-        return self._record(job, "ok", measurement=measurement(run, analysis, self.target.name),
+        return self._record(job, "ok", measurement=measurement(run, analysis, self.target.name, job.numeric),
                             device=device, update_plan=plan["update_plan"], provenance=provenance)
 
     def start(self):
