@@ -276,6 +276,73 @@ def cmd_pretrain(args):
     return EXIT_OK
 
 
+def cmd_search_sparse(args):
+    import time
+
+    from suites import models
+    from suites.methods.sparse_update import PRESET_FORMAT
+
+    from .analysis.counts import Int8Memory
+    from .cache import sha256_bytes
+    from .contributions import Analysis, cached_table, load_table
+    from .sparse_search import Search
+    from .units import parse_bytes
+
+    spec = models.spec(args.model)
+    try:
+        budget = parse_bytes(args.budget, "--budget")
+    except ValueError as exc:
+        raise UsageError(str(exc))
+    memory = Int8Memory.of(spec, 10, args.memory_resolution)
+    smallest = memory.scheme_bytes(0, {})
+    if budget < smallest:
+        raise UsageError("--budget %s (%d B) is below the %d B that training %s's classifier alone needs at %d px "
+                         "(its input at 8 bits per element)" % (args.budget, budget, smallest, args.model,
+                                                                 args.memory_resolution))
+    cache = ArtifactCache(args.cache)
+    if args.table:
+        try:
+            table = json.loads(Path(args.table).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError("--table %s cannot be read as JSON: %s" % (args.table, exc))
+    else:
+        analysis = Analysis(args.model, cache, resolution=args.resolution, batch=args.batch, steps=args.steps,
+                            lr=args.lr, seeds=args.seeds, data=args.data)
+        table = cached_table(analysis, cache)
+    try:
+        contributions, recipe = load_table(table, args.table or "the cached contribution table")
+    except ValueError as exc:
+        raise UsageError(str(exc))
+    if recipe.get("model", args.model) != args.model:
+        raise UsageError("--table %s was measured on %s, not %s" % (args.table, recipe.get("model"), args.model))
+    started = time.monotonic()
+    search = Search(memory, contributions, budget, seed=args.seed)
+    best = search.run(population=args.population, evaluations=args.evaluations)
+    seconds = time.monotonic() - started
+    table_bytes = json.dumps(table, indent=1, sort_keys=True).encode()
+    out = Path(args.output or "results/presets/%s-%s.json" % (args.model, args.budget))
+    preset = dict({"format": PRESET_FORMAT, "version": 1, "model": args.model}, **search.scheme(best))
+    preset.update({"budget_bytes": budget, "sparseupdate_int8_bytes": best.bytes,
+                   "memory_resolution": args.memory_resolution, "summed_contribution": best.score,
+                   "search": {"population": args.population, "evaluated": search.evaluated, "seed": args.seed,
+                              "seconds": round(seconds, 3)},
+                   "contributions": {"sha256": sha256_bytes(table_bytes), "recipe": recipe}})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(preset, indent=1) + "\n")
+    table_out = out.with_name(out.stem + ".contributions.json")
+    table_out.write_bytes(table_bytes)
+    log.info("searched %d candidates in %.1f s: summed contribution %.4f at %d B of %d B", search.evaluated,
+             seconds, best.score, best.bytes, budget)
+    for label, scheme in models.sparse_update_schemes(args.model).items():
+        released = search.score_of(scheme)
+        if released is not None:
+            log.info("  released preset %s on this table: summed contribution %.4f at %d B", label,
+                     released.score, released.bytes)
+    print(out)
+    log.info("contribution table: %s (reuse with --table)", table_out)
+    return EXIT_OK
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="odt-bench", description=__doc__.split("\n")[0])
     parser.add_argument("--cache", help="artifact cache directory (default $ODT_BENCH_CACHE or "
@@ -329,6 +396,27 @@ def build_parser():
     doc.add_argument("--target", default="local")
     doc.add_argument("--targets", help="targets file (default $%s, else ./targets.toml)" % TARGETS_ENV)
     doc.set_defaults(func=cmd_doctor)
+
+    search = sub.add_parser("search-sparse", help="contribution analysis + evolutionary search for a "
+                                                 "SparseUpdate scheme under a memory budget; writes a preset file")
+    search.add_argument("--model", required=True)
+    search.add_argument("--budget", required=True, help="memory budget with its unit, e.g. 100KiB or 0.1MB "
+                                                        "(sparseupdate_int8 convention, per sample)")
+    search.add_argument("--data", default="mnist5k-transfer", help="the transfer task the contributions are "
+                                                                   "measured on (default mnist5k-transfer)")
+    search.add_argument("--table", help="a contribution table (JSON) to search on instead of measuring one")
+    search.add_argument("--resolution", type=int, default=64, help="input size of the fine-tuning runs (default 64)")
+    search.add_argument("--memory-resolution", type=int, default=128,
+                        help="input size at which memory is counted (default 128, the presets')")
+    search.add_argument("--batch", type=int, default=16)
+    search.add_argument("--steps", type=int, default=100, help="SGD steps per fine-tuning run (default 100)")
+    search.add_argument("--lr", type=float, default=0.1)
+    search.add_argument("--seeds", type=int, default=1, help="fine-tuning runs averaged per configuration")
+    search.add_argument("--population", type=int, default=100)
+    search.add_argument("--evaluations", type=int, default=5000, help="candidates to evaluate (default 5000)")
+    search.add_argument("--seed", type=int, default=0, help="the search's random seed")
+    search.add_argument("-o", "--output", help="preset file (default results/presets/<model>-<budget>.json)")
+    search.set_defaults(func=cmd_search_sparse)
 
     pre = sub.add_parser("pretrain", help="pre-train a backbone on the source classes (cached)")
     pre.add_argument("--model", required=True)

@@ -70,8 +70,9 @@ def layer_macs(module, out_shape):
 
 
 def forward_layers(model, plan, x):
-    """Every conv, linear and ReLU6 of ``model`` (as built) in the order the forward runs them."""
-    entries = {layer["name"]: layer for layer in plan["update_plan"]["layers"]}
+    """Every conv, linear and ReLU6 of ``model`` (as built) in the order the forward runs them,
+    with their entries of ``plan`` (None: no plan, every entry empty)."""
+    entries = {layer["name"]: layer for layer in plan["update_plan"]["layers"]} if plan else {}
     order, hooks = [], []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.ReLU6)):
@@ -136,6 +137,43 @@ def _int8_bits(layer, per_sample_in, fraction):
         return 8 * per_sample_in  # the classifier's input; its weights are not counted
     mask_and_bias = _numel(layer.out_shape[1:]) + 32 * layer.module.out_channels
     return mask_and_bias + round(8 * fraction * (per_sample_in + layer.module.weight.numel()))
+
+
+@dataclass(frozen=True)
+class Int8Memory:
+    """The ``sparseupdate_int8`` bytes of any SparseUpdate scheme of one model, without building
+    a plan: per conv its mask-and-bias bits, the elements a trained weight adds (input + weight)
+    and its channel width; the classifier's bits. ``scheme_bytes`` equals what ``analytic_counts``
+    gives the scheme's plan (tested)."""
+
+    mask_and_bias_bits: tuple
+    weight_elements: tuple
+    widths: tuple
+    classifier_bits: int
+
+    @classmethod
+    def of(cls, spec, num_classes, resolution):
+        model = build(spec, num_classes)
+        layers = forward_layers(model, None, torch.zeros(1, 3, resolution, resolution))
+        convs = [layer for layer in layers if isinstance(layer.module, nn.Conv2d)]
+        (classifier,) = [layer for layer in layers if isinstance(layer.module, nn.Linear)]
+        return cls(tuple(_numel(c.out_shape[1:]) + 32 * c.module.out_channels for c in convs),
+                   tuple(_numel(c.in_shape[1:]) + c.module.weight.numel() for c in convs),
+                   tuple(c.module.in_channels if c.module.groups == 1 else c.module.out_channels for c in convs),
+                   8 * _numel(classifier.in_shape[1:]))
+
+    def weight_bits(self, index, channels):
+        """Bits that training ``channels`` input channels of conv ``index`` adds (its mask and bias
+        not included)."""
+        return round(8 * channels / self.widths[index] * self.weight_elements[index])
+
+    def scheme_bytes(self, n_bias, weights):
+        """Bytes of a scheme: biases of the last ``n_bias`` convs, ``weights`` {conv: channels}."""
+        convs = len(self.widths)
+        updated = set(range(convs - n_bias, convs)) | set(weights)
+        bits = self.classifier_bits + sum(self.mask_and_bias_bits[i] for i in updated)
+        bits += sum(self.weight_bits(i, k) for i, k in weights.items() if k)
+        return -(-bits // 8)
 
 
 def _trainable(module, fraction, bn):

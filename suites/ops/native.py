@@ -1,7 +1,8 @@
 """The C kernels of ``bits.c``, built on first use with the device's own C compiler and loaded
 with ctypes (no torch headers, no build system: one ``cc`` call of well under a second).
 
-The library lands in ``$ODT_OPS_BUILD_DIR`` (default ``~/.cache/odt-bench/ops``) under a name
+The library lands in ``$ODT_OPS_BUILD_DIR`` (default: ``ops/`` in ``$ODT_BENCH_CACHE``, else in
+``~/.cache/odt-bench``) under a name
 hashing the source, the flags, the machine and its CPU, since ``-march=native`` code runs only on
 the CPU it was built for. Where no compiler works, ``library()`` says why and the ops use the
 torch-op implementation in ``bits.py`` instead; ``backend()`` names the one in use, and the device
@@ -30,8 +31,10 @@ def _cpu_identity():
 
 
 def _build_dir():
-    default = os.path.join(os.path.expanduser("~"), ".cache", "odt-bench", "ops")
-    return os.environ.get("ODT_OPS_BUILD_DIR") or default
+    if os.environ.get("ODT_OPS_BUILD_DIR"):
+        return os.environ["ODT_OPS_BUILD_DIR"]
+    cache = os.environ.get("ODT_BENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "odt-bench")
+    return os.path.join(cache, "ops")
 
 
 def _build(source, flags):
