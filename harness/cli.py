@@ -23,7 +23,7 @@ from .target import TargetError
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CELL_FLAGS = (("data", str), ("resolution", int), ("batch", int), ("steps", int), ("warmup", int),
-              ("seed", int), ("lr", float), ("threads", int), ("timeout_s", float),
+              ("seed", int), ("lr", float), ("lr_schedule", str), ("threads", int), ("timeout_s", float),
               ("checkpoint", str), ("mode", str), ("ops", str), ("numeric", str), ("cpus", str))
 TARGETS_ENV = "ODT_BENCH_TARGETS"
 log = logging.getLogger("odt_bench")

@@ -108,7 +108,7 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
         "data": data,
         "checkpoint": checkpoint,
         "schedule": {"batch": job.batch, "warmup": job.warmup, "steps": job.steps, "lr": job.lr,
-                     "momentum": 0.0},
+                     "lr_schedule": job.lr_schedule, "momentum": 0.0},
         "seeds": {"seed": job.seed, "init": job.seed, "data": job.seed + 1,
                   "derivation": SEED_DERIVATION},
         "threads": job.threads,

@@ -117,8 +117,9 @@ class Execution:
         self.arrays = _artifact(artifacts_dir, data["artifact"]) if data.get("artifact") else None
         self.model, params = prepare_model(plan, state, self.arrays)
         self.batches = self._fresh_batches()
-        self.trainer = Trainer(self.model, params, plan["schedule"]["lr"], plan["schedule"]["momentum"],
-                               clock=clock)
+        schedule = plan["schedule"]
+        self.trainer = Trainer(self.model, params, schedule["lr"], schedule["momentum"], clock=clock,
+                               schedule=schedule.get("lr_schedule", "constant"), steps=schedule["steps"])
 
     def _fresh_batches(self):
         return make_batches(self.plan["data"], self.plan["schedule"]["batch"], self.plan["seeds"]["data"],
@@ -176,6 +177,7 @@ class Execution:
         self._region(emit, "stop", "warmup")
         saved.restore()
         self.batches = self._fresh_batches()
+        self.trainer.step_count, self.trainer.steps = 0, decisions["timed_steps"]  # the schedule restarts
         return decisions
 
     def _accuracy(self, emit, name):

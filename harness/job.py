@@ -13,12 +13,14 @@ MODES = ("performance", "energy", "overhead")
 an instrumented and a bare step (``steps`` pairs), to measure what the harness's timing costs."""
 OPS = ("stock", "odt")
 """As ``suites.methods.apply.OPS`` (kept here so that reading journals needs no torch; a test checks)."""
+LR_SCHEDULES = ("constant", "cosine")
+"""As ``suites.train.LR_SCHEDULES``: constant, or warm-up then cosine decay over the timed steps."""
 NUMERICS = ("fp32", "int8", "int8-noqas")
 """fp32; int8: the real-quantized int8 graph (``suites.quant``) trained with QAS; int8-noqas: the
 same without QAS (the paper's ablation)."""
 MEASURED_FIELDS = ("model", "method", "method_params", "data", "checkpoint", "resolution", "batch",
                    "steps", "seed", "lr", "ops", "mode")
-LATER_MEASURED_FIELDS = {"numeric": "fp32"}
+LATER_MEASURED_FIELDS = {"numeric": "fp32", "lr_schedule": "constant"}
 """Measured fields added later, hashed only when not at their default, so older cell ids stay."""
 
 
@@ -37,6 +39,7 @@ class Job:
     warmup: int = 5
     seed: int = 0
     lr: float = 0.01
+    lr_schedule: str = "constant"
     threads: int = 1
     cpus: str = "auto"
     ops: str = "stock"
@@ -65,6 +68,8 @@ class Job:
                            "own; list at least %d CPUs or lower 'threads'" % (self.threads, self.cpus, self.threads))
         if self.ops not in OPS:
             raise JobError("job field 'ops' is %r; known: %s" % (self.ops, ", ".join(OPS)))
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise JobError("job field 'lr_schedule' is %r; known: %s" % (self.lr_schedule, ", ".join(LR_SCHEDULES)))
         if self.numeric not in NUMERICS:
             raise JobError("job field 'numeric' is %r; known: %s" % (self.numeric, ", ".join(NUMERICS)))
         if self.numeric != "fp32" and self.ops != "stock":

@@ -90,6 +90,25 @@ def paired_ratio_ci(a: Sequence[float], b: Sequence[float], confidence: float = 
     return _bootstrap([x / y], _identity, confidence, resamples, seed)
 
 
+def joint_ci(columns: Sequence[Sequence[float]], statistic: Callable[..., np.ndarray],
+             confidence: float = DEFAULT_CONFIDENCE, resamples: int = DEFAULT_RESAMPLES,
+             seed: int = DEFAULT_SEED) -> Interval:
+    """``statistic`` of equally long ``columns`` whose rows belong together (e.g. the accuracies of
+    several methods on the same seeds), with a bootstrap CI that resamples whole rows. ``statistic``
+    takes one 2-D array per column (resamples x rows) and returns one value per resample."""
+    arrays = [_array(c, "column %d" % i) for i, c in enumerate(columns)]
+    if len({len(a) for a in arrays}) != 1:
+        raise ValueError("columns differ in length: %s" % [len(a) for a in arrays])
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must lie strictly between 0 and 1, got %r" % (confidence,))
+    estimate = statistic(*(a[np.newaxis, :] for a in arrays))[0]
+    rows = np.random.default_rng(seed).integers(0, len(arrays[0]), size=(resamples, len(arrays[0])))
+    values = statistic(*(a[rows] for a in arrays))
+    tail = (1 - confidence) / 2
+    low, high = np.nanquantile(values, [tail, 1 - tail])
+    return Interval(float(estimate), float(low), float(high), confidence, resamples, (len(arrays[0]),))
+
+
 def _array(samples: Sequence[float], name: str) -> np.ndarray:
     x = np.asarray(samples, dtype=float)
     if x.ndim != 1 or len(x) == 0:

@@ -4,20 +4,40 @@ A step is split into forward (model + loss), backward and update (optimizer step
 gradients). Only the clock is read inside a step; batches come from ``next_batch`` before the
 first timestamp, so data preparation is never timed.
 """
+import math
 import time
 
 import torch
 from torch import nn
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule, step, steps):
+    """The learning rate's factor at ``step`` of ``steps``: 1 (constant), or a linear warm-up over
+    the first 5% of the steps then a cosine decay to 0 (cosine; the SparseUpdate paper's schedule)."""
+    if schedule == "constant":
+        return 1.0
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
 
 class Trainer:
-    """SGD over ``params``; on-device training uses no momentum (the SparseUpdate default)."""
+    """SGD over ``params``; on-device training uses no momentum (the SparseUpdate default). The
+    learning rate follows ``schedule`` over ``steps`` updates (``step_count`` counts them)."""
 
-    def __init__(self, model, params, lr, momentum=0.0, clock=time.perf_counter_ns):
+    def __init__(self, model, params, lr, momentum=0.0, clock=time.perf_counter_ns, schedule="constant",
+                 steps=1):
+        if schedule not in LR_SCHEDULES:
+            raise ValueError("unknown lr schedule %r; known: %s" % (schedule, ", ".join(LR_SCHEDULES)))
         self.model = model
         self.loss_fn = nn.CrossEntropyLoss()
         self.optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum)
         self.clock = clock
+        self.lr, self.schedule, self.steps = lr, schedule, steps
+        self.step_count = 0
 
     def step(self, x, y):
         """One training step; returns the four timestamps (start, forward done, backward done, end)."""
@@ -38,8 +58,13 @@ class Trainer:
         self._update()
 
     def _update(self):
+        if self.schedule != "constant":
+            lr = self.lr * lr_factor(self.schedule, self.step_count, self.steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
 
 
 @torch.no_grad()

@@ -2,6 +2,8 @@
 import io
 import json
 
+import pytest
+
 from harness import protocol
 from harness.agent import Agent
 from harness.cache import ArtifactCache
@@ -59,10 +61,11 @@ def test_overhead_mode_interleaves_instrumented_and_bare_steps():
     assert all(r < t for r, t in zip(overhead["reported_ns"], overhead["instrumented_ns"]))
 
 
-def test_calibration_never_trains_so_accuracy_depends_only_on_the_plan_steps():
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_calibration_never_trains_so_accuracy_depends_only_on_the_plan_steps(lr_schedule):
     def after(warmup):
         _, replies = _session(plan_for(method="last-layer", data="mnist5k-transfer", resolution=32,
-                                       batch=8, steps=4, warmup=warmup))
+                                       batch=8, steps=4, warmup=warmup, lr=0.5, lr_schedule=lr_schedule))
         result = replies[-1]
         assert result["calibration"]["timed_steps"] == 4  # real data: the training schedule is kept
         return result["calibration"]["warmup_steps"], result["accuracy"]["after"]

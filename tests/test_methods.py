@@ -84,3 +84,31 @@ def test_apply_plan_rejects_unknown_ops_and_layers():
     plan["layers"][0]["name"] = "nope.conv"
     with pytest.raises(ValueError, match="nope.conv"):
         apply_plan(model, plan)
+
+
+def test_the_harness_knows_the_op_sets_and_schedules_the_device_knows():
+    from harness import job
+    from suites import train
+    from suites.methods import apply
+
+    assert job.OPS == apply.OPS and job.LR_SCHEDULES == train.LR_SCHEDULES
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero_and_the_trainer_follows_it():
+    from suites.train import Trainer, lr_factor
+
+    steps = 40  # warm-up: the first 2 steps
+    factors = [lr_factor("cosine", t, steps) for t in range(steps)]
+    assert factors[:3] == [0.5, 1.0, 1.0] and factors[-1] == pytest.approx(0.0, abs=0.01)
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:]))
+    assert {lr_factor("constant", t, steps) for t in range(steps)} == {1.0}
+    model = torch.nn.Linear(3, 2)
+    trainer = Trainer(model, list(model.parameters()), 0.2, schedule="cosine", steps=steps)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    seen = []
+    for _ in range(3):
+        trainer.step(x, y)
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+    assert seen == pytest.approx([0.2 * f for f in factors[:3]])
+    with pytest.raises(ValueError, match="unknown lr schedule 'step'"):
+        Trainer(model, list(model.parameters()), 0.1, schedule="step")

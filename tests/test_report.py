@@ -21,7 +21,7 @@ from harness.stats import paired_ratio_ci, ratio_ci, summary
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MS = 1_000_000  # ns per ms
-GROUP = dict(target="local", model="mbv2-w0.35", resolution=128, batch=1, mode="performance")
+GROUP = dict(target="local", model="mbv2-w0.35", resolution=128, batch=1, mode="performance", lr=0.01, seed=0)
 
 
 def _row(record, quantity, value, unit, source="measured", per="batch", reason=None, n=math.nan,
@@ -412,3 +412,33 @@ def test_system_checks_section_lists_advice_once_with_its_cell_count(new_report)
                      "- cpu_governor = powersave: set the CPU governor to performance (2 of 3 cells)"]
     assert "Unavailable on this target: thermal." in text
     assert "load" not in text  # ok checks are not advice
+
+
+def _accuracy_rows(label, accuracies):
+    """Rows of one method's cells over an lr grid: ``accuracies`` {lr: [accuracy per seed]}."""
+    rows = []
+    for lr, per_seed in accuracies.items():
+        for seed, value in enumerate(per_seed):
+            record = dict(GROUP, data="mnist5k-transfer", run_id="run-1", cell_id=f"{label}-{lr}-{seed}",
+                          name=f"{label}-{lr}-{seed}", warmup=5, method=label.split("(")[0], label=label,
+                          status="ok", lr=lr, seed=seed)
+            rows.append(_row(record, "accuracy_after", value, "fraction", per="run"))
+    return rows
+
+
+def test_the_accuracy_grid_shows_means_per_rate_and_the_gap_closed_at_best_rates(tmp_path):
+    rows = (_accuracy_rows("full", {0.1: [0.96, 0.98], 0.3: [0.90, 0.92]})
+            + _accuracy_rows("last-layer", {0.1: [0.70, 0.72], 0.3: [0.76, 0.78]})
+            + _accuracy_rows("sparse-update(preset=99kb)", {0.1: [0.94, 0.96], 0.3: [0.50, 0.60]}))
+    text = section(render(table(rows), tmp_path, []).read_text(), "Accuracy over the learning-rate grid")
+    got = {r["method"]: r for r in parse_table(text)}
+    assert list(got) == ["full", "last-layer", "sparse-update(preset=99kb)"]
+    assert got["full"]["lr 0.1"] == "97.0 [96.0–98.0] (n=2)" and got["full"]["best lr"] == "0.1"
+    assert got["last-layer"]["best lr"] == "0.3"
+    # (0.95 - 0.77) / (0.97 - 0.77) = 0.9
+    assert cell(got["sparse-update(preset=99kb)"], "gap closed").startswith("0.90 [")
+    assert got["full"][next(k for k in got["full"] if k.startswith("gap closed"))] == "—"
+
+
+def test_no_accuracy_grid_for_one_cell_per_method(report):
+    assert "Accuracy over the learning-rate grid" not in report

@@ -1,0 +1,85 @@
+"""The report section on accuracy over a learning-rate grid and seeds: per method the mean
+accuracy after training at each learning rate, its best rate, and the share of the gap between
+``last-layer`` and ``full`` that the method closes at its best rate, with a bootstrap CI over the
+seeds that all three share."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..stats import DEFAULT_CONFIDENCE, joint_ci
+from .tables import DASH, FULL, escape, label_order, markdown_table
+
+LAST = "last-layer"
+KEYS = ["target", "model", "data", "resolution", "batch", "mode"]
+
+
+def _latest(rows: pd.DataFrame) -> pd.DataFrame:
+    """One accuracy per (label, lr, seed): the latest record's."""
+    return rows.sort_values(["run_id", "cell_id"]).drop_duplicates(["label", "lr", "seed"], keep="last")
+
+
+def _grid(rows: pd.DataFrame) -> dict[str, dict[float, dict[int, float]]]:
+    grid: dict[str, dict[float, dict[int, float]]] = {}
+    for row in _latest(rows).itertuples(index=False):
+        grid.setdefault(row.label, {}).setdefault(float(row.lr), {})[int(row.seed)] = float(row.value)
+    return grid
+
+
+def _best(by_lr: dict[float, dict[int, float]]) -> float:
+    return max(sorted(by_lr), key=lambda lr: np.mean(list(by_lr[lr].values())))
+
+
+def _cell(by_seed: dict[int, float] | None) -> str:
+    if not by_seed:
+        return DASH
+    values = list(by_seed.values())
+    spread = f" [{100 * min(values):.1f}–{100 * max(values):.1f}]" if len(values) > 1 else ""
+    return f"{100 * np.mean(values):.1f}{spread} (n={len(values)})"
+
+
+def _gap_closed(grid, label) -> str:
+    """(acc − acc_last) / (acc_full − acc_last) at each method's best rate, over shared seeds."""
+    if label in (FULL, LAST) or FULL not in grid or LAST not in grid:
+        return DASH
+    at_best = [grid[name][_best(grid[name])] for name in (label, LAST, FULL)]
+    seeds = sorted(set.intersection(*(set(s) for s in at_best)))
+    if not seeds:
+        return DASH
+    columns = [[by_seed[s] for s in seeds] for by_seed in at_best]
+
+    def closed(method, last, full):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (method.mean(1) - last.mean(1)) / (full.mean(1) - last.mean(1))
+
+    ci = joint_ci(columns, closed)
+    return f"{ci.estimate:.2f} [{ci.low:.2f}–{ci.high:.2f}] (n={len(seeds)})"
+
+
+def _section(key: tuple, rows: pd.DataFrame) -> str:
+    grid = _grid(rows)
+    rates = sorted({lr for by_lr in grid.values() for lr in by_lr})
+    labels = label_order(grid)
+    columns = [("method", [escape(label) for label in labels])]
+    columns += [(f"lr {lr:g}", [_cell(grid[label].get(lr)) for label in labels]) for lr in rates]
+    columns.append(("best lr", [f"{_best(grid[label]):g}" for label in labels]))
+    columns.append((f"gap closed at best lr [{DEFAULT_CONFIDENCE:.0%} CI]", [_gap_closed(grid, label) for label in labels]))
+    target, model, data, resolution, batch, mode = key
+    title = f"### {escape(target)} · {escape(model)} · {escape(data)} · {resolution} px · batch {batch}" + (
+        "" if mode == "performance" else f" · {escape(mode)} mode")
+    return "\n\n".join([title, markdown_table(columns)])
+
+
+def accuracy_grid_section(ok: pd.DataFrame) -> str:
+    """``""`` unless some group has accuracies at several learning rates or seeds."""
+    rows = ok[(ok["quantity"] == "accuracy_after") & ok["value"].notna()]
+    sections = [_section(key, group) for key, group in rows.groupby(KEYS, sort=True)
+                if group[["lr", "seed"]].drop_duplicates().shape[0] > group["label"].nunique()]
+    if not sections:
+        return ""
+    intro = ("Accuracy after training on the held-out test images, in percent: the mean over seeds at each "
+             "learning rate, [min–max] and the number of seeds. Each method's best rate is the one with the "
+             f"highest mean. \"Gap closed\" is (accuracy − {LAST}) / ({FULL} − {LAST}), each at its own best "
+             "rate, over the seeds all three ran; its interval resamples those seeds (the same seeds for all "
+             "three). The rates were chosen on the test images themselves, the same way for every method.")
+    return "\n\n".join(["## Accuracy over the learning-rate grid", intro] + sections)
