@@ -184,7 +184,9 @@ def cmd_list(args):
 
         for name in models.names():
             spec = models.spec(name)
-            print("%-16s %s convs; published: %s" % (name, spec["n_convs"], models.published_counts(name)["paper"]))
+            presets = ", ".join(models.sparse_update_schemes(name)) or "none"
+            print("%-16s %s convs; published: %s; sparse-update presets: %s"
+                  % (name, spec["n_convs"], models.published_counts(name)["paper"], presets))
     elif args.what == "methods":
         for name in registry.names(registry.METHODS):
             method = registry.load(registry.METHODS, name)

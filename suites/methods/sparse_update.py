@@ -121,8 +121,8 @@ class SparseUpdate(Method):
     name = "sparse-update"
     description = ("SparseUpdate (NeurIPS 2022): last-n biases, chosen convs on a ratio of their input "
                    "channels (largest L2 norm), classifier; BN folded")
-    params = {"preset": (str, "a released scheme of the model (e.g. 99kb; see odt-bench list methods) "
-                              "or a preset file from odt-bench search-sparse")}
+    params = {"preset": (str, "a released scheme of the model (e.g. 99kb; odt-bench list models lists "
+                              "them) or a preset file from odt-bench search-sparse")}
 
     def plan(self, context, preset):
         return scheme_plan(context, load_scheme(context.model_name, preset))
