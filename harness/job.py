@@ -130,11 +130,25 @@ def parse_cpus(text):
     return sorted(cpus)
 
 
+NAME_DETAILS = (("lr", "lr%g"), ("seed", "s%d"), ("steps", "steps%d"), ("lr_schedule", "%s"))
+"""Fields a name leaves out, added (only those that differ) where cells would share a name."""
+
+
 def unique_names(jobs):
-    """``{cell_id: name}``: each job's ``name``, with ``-<cell id>`` added where names collide
-    (cells that differ only in steps, seed or lr)."""
-    counts = {}
+    """``{cell_id: name}``: each job's ``name``; where names collide, the fields that tell the
+    cells apart are added (``-lr0.1-s2``), and the cell id where those do not suffice."""
+    groups = {}
     for job in jobs:
-        counts[job.name] = counts.get(job.name, 0) + 1
-    return {job.cell_id: job.name if counts[job.name] == 1 else "%s-%s" % (job.name, job.cell_id)
-            for job in jobs}
+        groups.setdefault(job.name, {})[job.cell_id] = job
+    names = {}
+    for name, same in groups.items():
+        if len(same) == 1:
+            names.update(dict.fromkeys(same, name))
+            continue
+        varying = [(f, fmt) for f, fmt in NAME_DETAILS if len({getattr(j, f) for j in same.values()}) > 1]
+        detailed = {cell: "-".join([name] + [fmt % getattr(j, f) for f, fmt in varying]) for cell, j in same.items()}
+        counts = {}
+        for text in detailed.values():
+            counts[text] = counts.get(text, 0) + 1
+        names.update({cell: text if counts[text] == 1 else "%s-%s" % (text, cell) for cell, text in detailed.items()})
+    return names

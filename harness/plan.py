@@ -16,6 +16,9 @@ Grammar (every key is checked; an unknown one is an error naming the file and ke
     method = ["full", "bias-only"]
     resolution = 128
 
+    [cells.methods.bp-last-k]      # method parameters for this block only (replacing the
+    k = 4                          # top-level table's for that method)
+
 A cell's fields: its block's, else ``[defaults]``, else the Job's own defaults. Overrides from the
 command line (``--set key=value``) replace a job field in every block (a TOML list value is an
 axis), or a method parameter with ``--set METHOD.PARAM=value``.
@@ -96,6 +99,8 @@ def jobs_from(doc, where="plan"):
     jobs, seen = [], set()
     for i, block in enumerate(doc.get("cells", [])):
         here = "%s [[cells]] #%d" % (where, i + 1)
+        block = dict(block)
+        block_params = dict(method_params, **block.pop("methods", {}))
         _check_keys(here, block, JOB_FIELDS)
         merged = dict(defaults, **block)
         for key in ("model", "method"):
@@ -103,7 +108,7 @@ def jobs_from(doc, where="plan"):
                 raise PlanError("%s: no %r given (in the block or [defaults])" % (here, key))
         axes = merged
         for cell in _product(axes):
-            for params in _product(method_params.get(cell["method"], {})):
+            for params in _product(block_params.get(cell["method"], {})):
                 try:
                     job = Job(method_params=params, **cell)
                 except (JobError, TypeError) as exc:
@@ -135,15 +140,20 @@ def parse_overrides(items):
 
 def apply_overrides(doc, overrides):
     """A copy of the plan document ``doc`` with ``overrides`` (from ``parse_overrides``) applied."""
-    doc = dict(doc, cells=[dict(block) for block in doc.get("cells", [])],
-               methods={k: dict(v) for k, v in doc.get("methods", {}).items()})
+    def copy_methods(table):
+        return {k: dict(v) for k, v in table.items()}
+
+    doc = dict(doc, methods=copy_methods(doc.get("methods", {})),
+               cells=[dict(block, **({"methods": copy_methods(block["methods"])} if "methods" in block else {}))
+                      for block in doc.get("cells", [])])
     for key, value in overrides.items():
         method, dot, param = key.rpartition(".")
         if dot:
             if method not in registry.names(registry.METHODS):
                 raise PlanError("--set %s: unknown method %r; known: %s"
                                 % (key, method, ", ".join(registry.names(registry.METHODS))))
-            doc["methods"].setdefault(method, {})[param] = value
+            for table in [doc["methods"]] + [b["methods"] for b in doc["cells"] if method in b.get("methods", {})]:
+                table.setdefault(method, {})[param] = value
         elif key in JOB_FIELDS:
             for block in doc["cells"]:
                 block[key] = value

@@ -11,7 +11,7 @@ import pytest
 
 from harness.cli import main
 from harness.export import ExportError, benchmark_document, export_journal
-from harness.job import Job
+from harness.job import Job, unique_names
 from harness.journal import Journal, JournalError, read_journal
 
 PYTEST_BENCHMARK = Path(sys.executable).with_name("pytest-benchmark")
@@ -213,12 +213,19 @@ def test_failed_cells_are_listed_apart_and_the_latest_record_of_a_cell_wins():
         3, 1, 2)
 
 
-def test_cells_that_share_a_name_get_their_cell_id_added():
+def test_cells_that_share_a_name_get_what_tells_them_apart_added():
     short, long_ = _job(steps=5), _job(steps=50)
     doc = benchmark_document([_ok(short, [1, 2, 3]), _ok(long_, [4, 5, 6])])
     names = sorted(b["param"] for b in doc["benchmarks"])
-    assert names == sorted("%s-%s" % (j.name, j.cell_id) for j in (short, long_))
+    assert names == sorted(["%s-steps5" % short.name, "%s-steps50" % long_.name])
     assert len({b["group"] for b in doc["benchmarks"]}) == 1
+
+
+def test_cells_that_differ_only_in_what_names_leave_out_get_their_cell_id_added():
+    a, b = _job(checkpoint=None), _job(checkpoint="mine.pt")
+    assert unique_names([a, b]) == {a.cell_id: "%s-%s" % (a.name, a.cell_id), b.cell_id: "%s-%s" % (b.name, b.cell_id)}
+    lr = [_job(lr=0.1, seed=s) for s in (0, 1)] + [_job(lr=0.3, seed=0)]
+    assert sorted(unique_names(lr).values()) == sorted("%s-lr%s-s%d" % (lr[0].name, r, s) for r, s in ((0.1, 0), (0.1, 1), (0.3, 0)))
 
 
 def test_a_journal_of_several_targets_is_exported_one_target_at_a_time():

@@ -1,7 +1,7 @@
 import pytest
 
 from harness.job import Job
-from harness.plan import PlanError, jobs_from, load_plan, plan_names
+from harness.plan import PlanError, apply_overrides, jobs_from, load_plan, plan_names
 
 
 def _doc(**cells):
@@ -63,3 +63,12 @@ def test_cell_id_hashes_what_is_measured_only():
         assert Job(**dict({"model": "mbv2-w0.35", "method": "full"}, **change)).cell_id != base.cell_id
     assert Job(model="m", method="bp-last-k", method_params={"k": 2}).cell_id != \
         Job(model="m", method="bp-last-k", method_params={"k": 3}).cell_id
+
+
+def test_a_block_may_set_its_own_method_parameters_and_set_still_overrides_them():
+    doc = {"methods": {"bp-last-k": {"k": 2}},
+           "cells": [{"model": "mbv2-w0.35", "method": "bp-last-k"},
+                     {"model": "mbv2-w0.35", "method": "bp-last-k", "methods": {"bp-last-k": {"k": [4, 6]}}}]}
+    assert [j.method_params["k"] for j in jobs_from(doc)] == [2, 4, 6]
+    assert [j.method_params["k"] for j in jobs_from(apply_overrides(doc, {"bp-last-k.k": 3}))] == [3]
+    assert doc["cells"][1]["methods"]["bp-last-k"]["k"] == [4, 6]  # the document itself is unchanged
