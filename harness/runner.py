@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .analysis import analyze
 from .compile import compile_job
-from .job import JobError
+from .job import JobError, unique_names
 from .journal import Journal
 from .measurement import measurement
 from .provenance import host_provenance
@@ -56,6 +56,7 @@ class Runner:
         self.retries = retries
         self.provenance = host_provenance()
         self.device = None
+        self.names = {}
 
     def _record(self, job, status, **extra):
         return dict({"target": self.target.name, "cell_id": job.cell_id, "run_id": self.run_id,
@@ -87,9 +88,10 @@ class Runner:
         return self._record(job, "ok", measurement=measurement(run, analysis, self.target.name, job.numeric),
                             device=device, update_plan=plan["update_plan"], provenance=provenance)
 
-    def start(self):
-        """Describe the device once; call before ``run_one``."""
+    def start(self, jobs):
+        """Describe the device once and name the cells; call before ``run_one``."""
         self.device = self.target.describe()
+        self.names = unique_names(jobs)
 
     def run_one(self, job):
         """Run one cell (with its retries), journal every attempt, return the last record."""
@@ -100,7 +102,8 @@ class Runner:
             failure = record.get("error", {}).get("failure")
             if record["status"] == "ok" or failure not in RETRYABLE or attempt > self.retries:
                 return record
-            log.warning("%s %s: attempt %d failed (%s); retrying", job.cell_id, job.name, attempt, failure)
+            log.warning("%s %s: attempt %d failed (%s); retrying", job.cell_id, self.names[job.cell_id], attempt,
+                        failure)
             attempt += 1
 
     def run(self, jobs, done=frozenset()):
@@ -110,10 +113,10 @@ class Runner:
         if summary.skipped:
             log.info("resuming: %d of %d cells already in %s", summary.skipped, len(jobs),
                      self.journal.path)
-        self.start()
+        self.start(jobs)
         started = time.monotonic()
         for i, job in enumerate(todo, 1):
-            log.info("[%d/%d] %s %s ...", i, len(todo), job.cell_id, job.name)
+            log.info("[%d/%d] %s %s ...", i, len(todo), job.cell_id, self.names[job.cell_id])
             record = self.run_one(job)
             if record["status"] == "ok":
                 summary.ok += 1

@@ -75,10 +75,9 @@ def odt_runner(request):
         raise pytest.UsageError(str(exc.args[0] if isinstance(exc, KeyError) else exc))
     path = new_journal_path(config.getoption("results"), target_name, plan.name)
     runner = Runner(target, cache, Journal(path), path.stem, plan.name, retries=config.getoption("retries"))
-    runner.names = unique_names(plan.jobs)
     target.open()
     try:
-        runner.start()
+        runner.start(plan.jobs)
         config.odt_device = (runner.device, target_name)
         yield runner
     finally:

@@ -83,7 +83,7 @@ def test_bad_input_exits_2_naming_the_thing(args, text, capsys, tmp_path):
 def test_dry_run_lists_cells(capsys):
     assert _run("--plan", "default", "--dry-run") == 0
     out = capsys.readouterr().out
-    assert "16 cells" in out and "bp-last-k(k=6)" in out
+    assert "20 cells" in out and "bp-last-k(k=6)" in out and "sparse-update(preset=99kb)+odt" in out
 
 
 def test_a_hanging_cell_fails_and_the_run_goes_on(tmp_path, capsys):

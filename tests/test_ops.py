@@ -1,5 +1,6 @@
 """The op library against stock autograd: what is computed matches to float tolerance, what is
 skipped is absent (no gradient, nothing saved), on random shapes."""
+import os
 import random
 
 import pytest
@@ -163,3 +164,53 @@ def test_nothing_before_the_earliest_trainable_layer_is_back_propagated():
 def test_unsupported_layers_are_refused_clearly(bad, message):
     with pytest.raises(ValueError, match=message):
         bad()
+
+
+def test_a_linear_whose_weight_is_frozen_keeps_no_input_natively():
+    # the classifier with a frozen weight (its bias trained) needs no op of ours: addmm keeps only
+    # the operand the requested gradients need
+    linear = nn.Linear(12, 5)
+    linear.weight.requires_grad_(False)
+    x = torch.randn(3, 12, requires_grad=True)
+    y, saved = _saved(lambda: linear(x))
+    assert [t.data_ptr() for t in saved] == [linear.weight.data_ptr()]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("relu6", [False, True])
+def test_pointwise_frozen_and_channel_convs_match_stock_at_batch_1_and_more(batch, relu6):
+    # 1x1 convs run as matrix products (addmm at batch 1): the same values and gradients
+    torch.manual_seed(batch)
+    conv = nn.Conv2d(16, 24, 1)
+    x = torch.randn(batch, 16, 5, 5)
+    g = torch.randn(batch, 24, 5, 5)
+    act = F.relu6 if relu6 else (lambda t: t)
+    for layer, trained in ((FrozenConv2d(conv, True, relu6=relu6), None),
+                           (ChannelConv2d(conv, [2, 7, 9], relu6=relu6), [2, 7, 9])):
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ref_conv = nn.Conv2d(16, 24, 1)
+        ref_conv.load_state_dict(conv.state_dict())
+        y, ref = layer(xa), act(ref_conv(xb))
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        y.backward(g)
+        ref.backward(g)
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.bias.grad, ref_conv.bias.grad, rtol=1e-5, atol=1e-5)
+        if trained:
+            torch.testing.assert_close(layer.weight_part.grad, ref_conv.weight.grad[:, trained], rtol=1e-5, atol=1e-5)
+
+
+def test_the_c_kernels_and_the_torch_ops_keep_the_same_mask_and_gradient():
+    from suites.ops import activation, native
+
+    lib, how = native.library()
+    if lib is None:
+        assert not os.environ.get("CI"), "CI has a C compiler: the C kernels must build (%s)" % how
+        pytest.skip(how)
+    y = torch.randn(3, 5, 7, 7) * 4
+    y.view(-1)[:4] = torch.tensor([0.0, 6.0, -0.0, 3.0])
+    g = torch.randn_like(y)
+    out, packed = activation.relu6_and_mask(y)
+    assert torch.equal(out, F.relu6(y))
+    assert torch.equal(packed, bits.pack(torch.ops.aten.hardtanh_backward(torch.ones_like(y), y, 0.0, 6.0)))
+    assert torch.equal(activation.masked_grad(g, packed), bits.unpack(packed, g.shape).mul_(g))
