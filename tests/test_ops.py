@@ -42,6 +42,19 @@ def _conv(batch, c_in, c_out, size, kernel, stride, depthwise, seed=0):
     return conv, x, torch.randn_like(conv(x))
 
 
+def _against_stock(layer, stock, x, g, activation=lambda t: t):
+    """Run ``layer`` and ``activation(stock(...))`` forward and backward on the same ``x`` and
+    output gradient; check outputs and input gradients agree; return what ``layer`` saved."""
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y, saved = _saved(lambda: layer(xa))
+    ref = activation(stock(xb))
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    y.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    return saved
+
+
 def test_bits_round_trip_any_length_and_bit_order():
     for numel in (1, 7, 8, 9, 64, 1001):
         ones = (torch.rand(numel) < 0.5).float()
@@ -79,13 +92,7 @@ def test_frozen_conv_gives_stock_gradients_and_saves_no_input(shape, train_bias)
     conv.bias.requires_grad_(train_bias)
     frozen = FrozenConv2d(conv, train_bias=train_bias)
     assert [n for n, p in frozen.named_parameters()] == (["bias"] if train_bias else [])
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y, saved = _saved(lambda: frozen(xa))
-    ref = conv(xb)
-    assert torch.allclose(y, ref, atol=1e-6)
-    y.backward(g)
-    ref.backward(g)
-    assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
+    saved = _against_stock(frozen, conv, x, g)
     if train_bias:
         assert torch.allclose(frozen.bias.grad, conv.bias.grad, atol=1e-5)
     assert [t.data_ptr() for t in saved] == [frozen.weight.data_ptr()]  # the weight only, no input
@@ -111,18 +118,12 @@ def test_channel_conv_gives_the_selected_slice_of_the_stock_gradients(shape):
     depthwise = shape[-1]
     channels = _channels(shape[1], seed=sum(shape[:-1]))
     part = ChannelConv2d(conv, channels)
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y, saved = _saved(lambda: part(xa))
-    ref = conv(xb)
-    assert torch.allclose(y, ref, atol=1e-6)
-    y.backward(g)
-    ref.backward(g)
+    saved = _against_stock(part, conv, x, g)
     index = torch.tensor(channels)
     expected = conv.weight.grad.index_select(0 if depthwise else 1, index)
     assert part.weight_part.grad.shape == expected.shape  # never a full-size gradient
     assert torch.allclose(part.weight_part.grad, expected, atol=1e-4)
     assert torch.allclose(part.bias.grad, conv.bias.grad, atol=1e-5)
-    assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
     owned = {t.data_ptr() for t in list(part.parameters()) + list(part.buffers())}
     activations = [t for t in saved if t.data_ptr() not in owned]
     assert [tuple(t.shape) for t in activations] == [(shape[0], len(channels), shape[3], shape[3])]
@@ -187,14 +188,9 @@ def test_pointwise_frozen_and_channel_convs_match_stock_at_batch_1_and_more(batc
     act = F.relu6 if relu6 else (lambda t: t)
     for layer, trained in ((FrozenConv2d(conv, True, relu6=relu6), None),
                            (ChannelConv2d(conv, [2, 7, 9], relu6=relu6), [2, 7, 9])):
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
         ref_conv = nn.Conv2d(16, 24, 1)
         ref_conv.load_state_dict(conv.state_dict())
-        y, ref = layer(xa), act(ref_conv(xb))
-        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
-        y.backward(g)
-        ref.backward(g)
-        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+        _against_stock(layer, ref_conv, x, g, act)
         torch.testing.assert_close(layer.bias.grad, ref_conv.bias.grad, rtol=1e-5, atol=1e-5)
         if trained:
             torch.testing.assert_close(layer.weight_part.grad, ref_conv.weight.grad[:, trained], rtol=1e-5, atol=1e-5)

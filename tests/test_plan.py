@@ -12,7 +12,7 @@ def test_shipped_plans_load():
     assert {"quick", "default"} <= set(plan_names())
     default = load_plan("default")
     methods = {j.method for j in default.jobs}
-    assert methods == {"full", "last-layer", "bias-only", "bp-last-k"}
+    assert methods == {"full", "last-layer", "bias-only", "bp-last-k", "sparse-update"}
     assert {j.data for j in default.jobs} == {"synthetic", "mnist5k-transfer"}
     assert len({j.model for j in default.jobs}) >= 2
     assert any(j.resolution == 128 and j.data == "synthetic" for j in default.jobs)
