@@ -436,7 +436,7 @@ def test_the_accuracy_grid_shows_means_per_rate_and_the_gap_closed_at_best_rates
     assert got["full"]["lr 0.1"] == "97.0 [96.0–98.0] (n=2)" and got["full"]["best lr"] == "0.1"
     assert got["last-layer"]["best lr"] == "0.3"
     # (0.95 - 0.77) / (0.97 - 0.77) = 0.9
-    assert cell(got["sparse-update(preset=99kb)"], "gap closed").startswith("0.90 [")
+    assert cell(got["sparse-update(preset=99kb)"], "gap closed").startswith("0.900 [")
     assert got["full"][next(k for k in got["full"] if k.startswith("gap closed"))] == "—"
 
 

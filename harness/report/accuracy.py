@@ -53,7 +53,7 @@ def _gap_closed(grid, label) -> str:
             return (method.mean(1) - last.mean(1)) / (full.mean(1) - last.mean(1))
 
     ci = joint_ci(columns, closed)
-    return f"{ci.estimate:.2f} [{ci.low:.2f}–{ci.high:.2f}] (n={len(seeds)})"
+    return f"{ci.estimate:.3f} [{ci.low:.3f}–{ci.high:.3f}] (n={len(seeds)})"
 
 
 def _section(key: tuple, rows: pd.DataFrame) -> str:
