@@ -58,8 +58,9 @@ class Job:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise JobError("job field %r must be a non-negative integer, got %r" % (name, value))
-        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or self.lr <= 0:
             raise JobError("job field 'lr' must be a positive number, got %r" % (self.lr,))
+        object.__setattr__(self, "lr", float(self.lr))  # lr = 1 and lr = 1.0 are one cell
         if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
             raise JobError("job field 'timeout_s' must be positive seconds, got %r" % (self.timeout_s,))
         cpus = parse_cpus(self.cpus)

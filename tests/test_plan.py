@@ -1,6 +1,6 @@
 import pytest
 
-from harness.job import Job
+from harness.job import Job, JobError
 from harness.plan import PlanError, apply_overrides, jobs_from, load_plan, plan_names
 
 
@@ -63,6 +63,14 @@ def test_cell_id_hashes_what_is_measured_only():
         assert Job(**dict({"model": "mbv2-w0.35", "method": "full"}, **change)).cell_id != base.cell_id
     assert Job(model="m", method="bp-last-k", method_params={"k": 2}).cell_id != \
         Job(model="m", method="bp-last-k", method_params={"k": 3}).cell_id
+
+
+def test_a_rate_written_as_an_integer_is_the_same_cell():
+    # --set lr=[0.3,1] against a plan's lr = [0.3, 1.0]: one cell, so --resume skips it
+    assert Job(model="m", method="full", lr=1).cell_id == Job(model="m", method="full", lr=1.0).cell_id
+    assert Job(model="m", method="full", lr=1).lr == 1.0
+    with pytest.raises(JobError, match="'lr'"):
+        Job(model="m", method="full", lr=True)
 
 
 def test_a_block_may_set_its_own_method_parameters_and_set_still_overrides_them():
