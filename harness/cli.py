@@ -24,7 +24,8 @@ from .target import TargetError
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CELL_FLAGS = (("data", str), ("resolution", int), ("batch", int), ("steps", int), ("warmup", int),
               ("seed", int), ("lr", float), ("lr_schedule", str), ("threads", int), ("timeout_s", float),
-              ("checkpoint", str), ("mode", str), ("ops", str), ("numeric", str), ("cpus", str))
+              ("checkpoint", str), ("mode", str), ("ops", str), ("numeric", str), ("cpus", str),
+              ("device", str))
 TARGETS_ENV = "ODT_BENCH_TARGETS"
 log = logging.getLogger("odt_bench")
 
@@ -54,22 +55,29 @@ def _setup_logging():
         log.propagate = False
 
 
+PARAM_ALIASES = {"k": ("--last-k",)}
+"""Other spellings of method-parameter flags: ``--last-k`` for bp-last-k's and gradfilter's ``k``."""
+
+
 def _method_flags():
-    flags = {}
+    """``{param: (type, help)}`` over every method; a parameter several methods declare names them all."""
+    kinds, helps, owners = {}, {}, {}
     for name in registry.names(registry.METHODS):
         for param, (kind, help_text) in registry.load(registry.METHODS, name).params.items():
-            flags[param] = (kind, "%s: %s" % (name, help_text))
-    return flags
+            kinds[param], helps[param] = kind, helps.get(param, help_text)
+            owners.setdefault(param, []).append(name)
+    return {param: (kinds[param], "%s: %s" % (", ".join(owners[param]), helps[param])) for param in kinds}
 
 
 def _add_cell_flags(parser):
     group = parser.add_argument_group("a single cell (instead of a plan)")
-    group.add_argument("--model", help="model name: mbv2-w0.35, mcunet-5fps, proxyless-w0.3")
+    group.add_argument("--model", help="model name (odt-bench list models), e.g. mbv2-w0.35, resnet18")
     group.add_argument("--method", help="method name")
     for name, kind in CELL_FLAGS:
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     for param, (kind, help_text) in sorted(_method_flags().items()):
-        group.add_argument("--" + param, dest="param_" + param, type=kind, help=help_text)
+        group.add_argument("--" + param, *PARAM_ALIASES.get(param, ()), dest="param_" + param, type=kind,
+                           help=help_text)
 
 
 def _adhoc_jobs(args):
@@ -185,8 +193,9 @@ def cmd_list(args):
         for name in models.names():
             spec = models.spec(name)
             presets = ", ".join(models.sparse_update_schemes(name)) or "none"
-            print("%-16s %s convs; published: %s; sparse-update presets: %s"
-                  % (name, spec["n_convs"], models.published_counts(name)["paper"], presets))
+            source = models.published_counts(name).get("paper", "none (a micro-benchmark)")
+            print("%-20s %s convs; published: %s; sparse-update presets: %s"
+                  % (name, spec["n_convs"], source, presets))
     elif args.what == "methods":
         for name in registry.names(registry.METHODS):
             method = registry.load(registry.METHODS, name)

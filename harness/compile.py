@@ -86,11 +86,20 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
     method, params = registry.method_with_params(job.method, job.method_params)
     spec = models.spec(job.model)
     data, checkpoint = _data(job, cache)
+    if spec.get("resolution") not in (None, job.resolution):
+        raise JobError("model %r takes %dx%d inputs only; set the job's resolution to %d (got %d)"
+                       % (job.model, spec["resolution"], spec["resolution"], spec["resolution"], job.resolution))
     model = _starting_model(job, spec, data["num_classes"], checkpoint, cache)
     try:
-        update_plan = method.plan(PlanContext(job.model, layer_table(model), model), **params)
+        update_plan = method.plan(PlanContext(job.model, layer_table(model), model, job.resolution), **params)
     except ValueError as exc:
         raise JobError(str(exc))
+    filtered = any(layer["update"] == "filtered" for layer in update_plan["layers"])
+    if filtered and job.ops != "odt":
+        raise JobError("method %r filters gradients, which only the op library does: set ops 'odt'" % job.method)
+    if job.mode == "paired" and not filtered:
+        raise JobError("mode 'paired' times a gradient-filtered plan against its exact twin; method %r filters "
+                       "no layer" % job.method)
     if job.numeric != "fp32" and update_plan["bn"] != "fold":
         raise JobError("method %r trains BatchNorm, which the int8 graph does not have (BN is folded into "
                        "its convs); use numeric 'fp32' or a method that folds BN" % job.method)
@@ -105,6 +114,7 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
         "update_plan": update_plan,
         "ops": job.ops,
         "numeric": job.numeric,
+        "device": job.device,
         "data": data,
         "checkpoint": checkpoint,
         "schedule": {"batch": job.batch, "warmup": job.warmup, "steps": job.steps, "lr": job.lr,
@@ -114,4 +124,13 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
         "threads": job.threads,
         "cpus": parse_cpus(job.cpus),
         "mode": job.mode,
+        "twin": exact_twin(update_plan) if job.mode == "paired" else None,
     }
+
+
+def exact_twin(update_plan):
+    """The plan that trains the same layers by exact backprop with stock layers: every filtered
+    conv becomes a whole-weight update (the baseline a paired cell runs beside its own plan)."""
+    layers = [{k: v for k, v in dict(layer, update="weight").items() if k != "patch"}
+              if layer["update"] == "filtered" else layer for layer in update_plan["layers"]]
+    return {"update_plan": dict(update_plan, layers=layers), "ops": "stock"}

@@ -55,11 +55,16 @@ def trim_heap():
 
 
 class PeakWindow:
-    """The RSS high-water mark over a ``with`` block, relative to the RSS at its start (Linux).
+    """The RSS high-water mark over a ``with`` block, relative to the RSS at its start (Linux),
+    and with ``cuda`` the CUDA allocator's peak over it, relative to what was allocated at its start.
 
-    The heap is trimmed and the high-water mark reset on entry, so the figure shows what the block
-    itself needs; ``record()`` is the device result's ``memory`` object.
+    The heap is trimmed and the high-water mark reset on entry (and the allocator's peak statistics,
+    with ``cuda``), so the figures show what the block itself needs; ``record()`` is the device
+    result's ``memory`` object.
     """
+
+    def __init__(self, cuda=False):
+        self.cuda = cuda
 
     def __enter__(self):
         self.hwm_before = status_bytes("VmHWM") or 0
@@ -67,18 +72,32 @@ class PeakWindow:
         self.start_rss = status_bytes("VmRSS")
         self.reset_ok = reset_peak_rss()
         self.hwm = None
+        if self.cuda:
+            import torch
+
+            # the allocator counts on the host as tensors are allocated: no synchronisation needed
+            torch.cuda.reset_peak_memory_stats()
+            self.cuda_start = torch.cuda.memory_allocated()
         return self
 
     def __exit__(self, *exc):
         self.hwm = status_bytes("VmHWM") if self.reset_ok else None
+        if self.cuda:
+            import torch
+
+            self.cuda_max = torch.cuda.max_memory_allocated()
         return False
 
     def record(self):
-        return {"peak_rss_bytes": max(self.hwm_before, status_bytes("VmHWM") or 0) or None,
-                "train_start_rss_bytes": self.start_rss,
-                "train_hwm_bytes": self.hwm,
-                "hwm_reset": self.reset_ok,
-                "heap_trimmed": self.trimmed}
+        record = {"peak_rss_bytes": max(self.hwm_before, status_bytes("VmHWM") or 0) or None,
+                  "train_start_rss_bytes": self.start_rss,
+                  "train_hwm_bytes": self.hwm,
+                  "hwm_reset": self.reset_ok,
+                  "heap_trimmed": self.trimmed}
+        if self.cuda:
+            record.update(cuda_train_start_allocated_bytes=self.cuda_start,
+                          cuda_train_max_allocated_bytes=self.cuda_max)
+        return record
 
 
 def mem_total_bytes():
@@ -104,5 +123,7 @@ def describe():
         "torch_threads": torch.get_num_threads(),
         "torch_config": torch.__config__.show(),
         "torch_parallel": torch.__config__.parallel_info(),
+        "cuda_version": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
     }

@@ -3,6 +3,10 @@
 Everything the host resolved arrives in the plan; artifacts (checkpoint, dataset) are files named
 by sha256 in ``artifacts_dir`` and are verified before use. ``emit`` receives protocol messages.
 Only the clock runs inside timed steps; memory, accuracy and message I/O happen between them.
+
+With ``device = "cuda"`` the model and every batch live on the GPU (batches are made on the CPU
+and copied before a step's first stamp) and the clock synchronises before each reading, so every
+region holds its GPU work; the CPU path has no synchronisation and no extra branch in a step.
 """
 import copy
 import hashlib
@@ -56,10 +60,11 @@ def calibration_batch(plan, arrays=None):
     return make_batches(spec, CALIBRATION_SAMPLES, plan["seeds"]["data"] + 1, arrays).next()[0]
 
 
-def prepare_model(plan, state=None, arrays=None):
+def prepare_model(plan, state=None, arrays=None, device="cpu"):
     """``(model, trainable parameters)``: the plan's model, seeded, with the checkpoint ``state``
-    if any, as the int8 graph where the plan's numeric format asks (``suites.quant``), and the
-    plan applied (with QAS for ``int8``)."""
+    if any, as the int8 graph where the plan's numeric format asks (``suites.quant``), moved to
+    ``device``, and the plan applied (with QAS for ``int8``) there, so that the tensors the plan
+    creates (channel masks, QAS scales) live with the model."""
     torch.manual_seed(plan["seeds"]["init"])
     model = build(plan["model"]["spec"], plan["model"]["num_classes"])
     if state is not None:
@@ -67,6 +72,7 @@ def prepare_model(plan, state=None, arrays=None):
     numeric = plan.get("numeric", "fp32")
     if numeric != "fp32":
         model = quant.int8_graph(fold_batchnorm(model), calibration_batch(plan, arrays))
+    model.to(device)
     params = apply_plan(model, plan["update_plan"], plan["ops"])
     if numeric == "int8":
         quant.apply_qas(model)
@@ -90,6 +96,28 @@ def place(threads, cpus=None):
     return {"threads": torch.get_num_threads(), "cpus": pinned}
 
 
+def require_cuda():
+    """Fail early, naming the job field, where this torch cannot run on a GPU."""
+    if torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        what = "a CPU-only build (torch.version.cuda is None)"
+    else:
+        what = "built for CUDA %s but finds no usable GPU (torch.cuda.is_available() is False)" % torch.version.cuda
+    raise ExecutionError("job field 'device' is 'cuda', but this torch %s is %s: run the cell with device "
+                         "'cpu' or on a target with a CUDA build of torch and a GPU" % (torch.__version__, what))
+
+
+def synchronised(clock):
+    """``clock``, read after ``torch.cuda.synchronize()``: the GPU work queued before a stamp is
+    done by then, so each region between two stamps contains its own GPU work."""
+    def read():
+        torch.cuda.synchronize()
+        return clock()
+
+    return read
+
+
 class TrainingState:
     """A copy of the model's and optimizer's state, to undo calibration steps."""
 
@@ -108,6 +136,10 @@ class TrainingState:
 class Execution:
     def __init__(self, plan, artifacts_dir, clock):
         self.plan = plan
+        self.device = plan.get("device", "cpu")  # plans from before the field ran on the CPU
+        if self.device == "cuda":
+            require_cuda()
+            clock = synchronised(clock)
         self.clock = clock
         self.placement = place(plan["threads"], plan.get("cpus"))
         # the odt ops' C kernels are built (once per machine) and loaded here, outside any step
@@ -115,15 +147,28 @@ class Execution:
         state = _artifact(artifacts_dir, plan["checkpoint"]) if plan.get("checkpoint") else None
         data = plan["data"]
         self.arrays = _artifact(artifacts_dir, data["artifact"]) if data.get("artifact") else None
-        self.model, params = prepare_model(plan, state, self.arrays)
+        self.model, params = prepare_model(plan, state, self.arrays, self.device)
         self.batches = self._fresh_batches()
         schedule = plan["schedule"]
-        self.trainer = Trainer(self.model, params, schedule["lr"], schedule["momentum"], clock=clock,
-                               schedule=schedule.get("lr_schedule", "constant"), steps=schedule["steps"])
+        self.trainer = self._trainer(self.model, params)
+        self.twin = None
+        if plan["mode"] == "paired":  # the exact twin, built the same way from the same seed
+            twin_plan = dict(plan, update_plan=plan["twin"]["update_plan"], ops=plan["twin"]["ops"])
+            self.twin = self._trainer(*prepare_model(twin_plan, state, self.arrays, self.device))
+
+    def _trainer(self, model, params):
+        schedule = self.plan["schedule"]
+        return Trainer(model, params, schedule["lr"], schedule["momentum"], clock=self.clock,
+                       schedule=schedule.get("lr_schedule", "constant"), steps=schedule["steps"])
 
     def _fresh_batches(self):
         return make_batches(self.plan["data"], self.plan["schedule"]["batch"], self.plan["seeds"]["data"],
                             self.arrays)
+
+    def _next_batch(self):
+        """The next training batch on the model's device (made on the CPU, copied untimed)."""
+        x, y = self.batches.next()
+        return x.to(self.device, non_blocking=False), y.to(self.device, non_blocking=False)
 
     def _region(self, emit, event, name):
         emit({"type": "region", "event": event, "name": name, "t": self.clock()})
@@ -139,19 +184,20 @@ class Execution:
 
     def _steps(self, emit, count, buffer):
         for i in range(count):
-            x, y = self.batches.next()
+            x, y = self._next_batch()
             self._step(emit, "timed", i, buffer, x, y)
 
     def _overhead_pairs(self, emit, pairs):
         """Interleaved pairs (ABBA) of an instrumented step and a bare step on the same kind of
         batch. The bare step is timed from outside; of the instrumented one, both the step time it
         reports (its last stamp minus its first) and its time from outside, sending its message
-        included."""
+        included. On CUDA the clock synchronises, so the bare step's GPU work, too, ends inside
+        its time from outside."""
         clock = self.clock
         out = {"reported_ns": [], "instrumented_ns": [], "bare_ns": [], "order": "ABBA"}
         for i in range(pairs):
             for arm in (("instrumented", "bare") if i % 2 == 0 else ("bare", "instrumented")):
-                x, y = self.batches.next()
+                x, y = self._next_batch()
                 t0 = clock()
                 if arm == "bare":
                     self.trainer.bare_step(x, y)
@@ -160,6 +206,24 @@ class Execution:
                 out[arm + "_ns"].append(clock() - t0)
         return out
 
+    def _exact_pairs(self, emit, pairs, warmup):
+        """Interleaved pairs (ABBA) of a step of the plan (sent as the timed steps) and a step of
+        its exact twin on the same batch, both timed by the trainer's stamps; the twin first warms
+        up as many steps as the plan's calibration did."""
+        for _ in range(warmup):
+            self.twin.step(*self._next_batch())
+        exact = {part: [] for part in ("forward_ns", "backward_ns", "update_ns", "step_ns")}
+        for i in range(pairs):
+            x, y = self._next_batch()
+            for arm in (("plan", "twin") if i % 2 == 0 else ("twin", "plan")):
+                if arm == "plan":
+                    self._step(emit, "timed", i, None, x, y)
+                    continue
+                t = self.twin.step(x, y)
+                for part, (a, b) in zip(exact, ((0, 1), (1, 2), (2, 3), (0, 3))):
+                    exact[part].append(t[b] - t[a])
+        return {"order": "ABBA", "exact": exact}
+
     def _calibrate(self, emit):
         """Warm-up and sample sizing, then the model, optimizer and data stream as before it:
         calibration never trains, so accuracy depends only on the plan's steps."""
@@ -167,12 +231,13 @@ class Execution:
         saved = TrainingState(self.model, self.trainer.optimizer)
 
         def step(i):
-            x, y = self.batches.next()
+            x, y = self._next_batch()
             return self._step(emit, "warmup", i, None, x, y)
 
         self._region(emit, "start", "warmup")
         decisions = calibrate.decide(step, schedule["warmup"], schedule["steps"],
-                                     extendable=not self.batches.has_labels and self.plan["mode"] != "overhead",
+                                     extendable=not self.batches.has_labels
+                                     and self.plan["mode"] not in ("overhead", "paired"),
                                      clock=self.clock)
         self._region(emit, "stop", "warmup")
         saved.restore()
@@ -184,7 +249,8 @@ class Execution:
         if not self.batches.has_labels:
             return None
         self._region(emit, "start", name)
-        value = accuracy(self.model, self.batches.evaluation())
+        device = self.device
+        value = accuracy(self.model, ((x.to(device), y.to(device)) for x, y in self.batches.evaluation()))
         self._region(emit, "stop", name)
         return value
 
@@ -195,11 +261,13 @@ class Execution:
         decisions = self._calibrate(emit)
         # energy mode marks one long window with no I/O inside it; steps are sent after it closes
         buffer = [] if mode == "energy" else None
-        overhead = None
-        with device_info.PeakWindow() as peak:
+        overhead = paired = None
+        with device_info.PeakWindow(cuda=self.device == "cuda") as peak:
             self._region(emit, "start", "timed")
             if mode == "overhead":
                 overhead = self._overhead_pairs(emit, decisions["timed_steps"])
+            elif mode == "paired":
+                paired = self._exact_pairs(emit, decisions["timed_steps"], decisions["warmup_steps"])
             else:
                 self._steps(emit, decisions["timed_steps"], buffer)
             self._region(emit, "stop", "timed")
@@ -215,4 +283,5 @@ class Execution:
             "ops_backend": self.ops_backend,
             "system_checks": checks,
             "overhead": overhead,
+            "paired": paired,
         }

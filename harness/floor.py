@@ -138,7 +138,7 @@ TORCH_APIS = (
     Api("torch.__config__.parallel_info", "torch", (1, 2), False,
         ("harness/device_info.py",), _config_parallel_info),
     Api("Tensor.mean(dim=(2, 3))", "torch", (1, 1), False,
-        ("suites/models/mbconv.py",), _mean_over_dims),
+        ("suites/models/mbconv.py", "suites/models/resnet.py"), _mean_over_dims),
     Api("torch.Generator().manual_seed(seed) -> Generator", "torch", (1, 0), False,
         ("suites/data/batches.py",), _generator_manual_seed),
     Api("torch.randn/randint/randperm(generator=...)", "torch", (1, 0), False,

@@ -8,9 +8,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional
 
-MODES = ("performance", "energy", "overhead")
+MODES = ("performance", "energy", "overhead", "paired")
 """performance: timed steps; energy: one long window, no I/O inside; overhead: interleaved pairs of
-an instrumented and a bare step (``steps`` pairs), to measure what the harness's timing costs."""
+an instrumented and a bare step (``steps`` pairs), to measure what the harness's timing costs;
+paired: interleaved pairs of a step of the cell's gradient-filtered plan and a step of its exact
+twin (``steps`` pairs), so that speedups come from steps run back to back."""
 OPS = ("stock", "odt")
 """As ``suites.methods.apply.OPS`` (kept here so that reading journals needs no torch; a test checks)."""
 LR_SCHEDULES = ("constant", "cosine")
@@ -18,9 +20,11 @@ LR_SCHEDULES = ("constant", "cosine")
 NUMERICS = ("fp32", "int8", "int8-noqas")
 """fp32; int8: the real-quantized int8 graph (``suites.quant``) trained with QAS; int8-noqas: the
 same without QAS (the paper's ablation)."""
+DEVICES = ("cpu", "cuda")
+"""Where the model and batches live; ``threads`` and ``cpus`` stay host threads and CPUs."""
 MEASURED_FIELDS = ("model", "method", "method_params", "data", "checkpoint", "resolution", "batch",
                    "steps", "seed", "lr", "ops", "mode")
-LATER_MEASURED_FIELDS = {"numeric": "fp32", "lr_schedule": "constant"}
+LATER_MEASURED_FIELDS = {"numeric": "fp32", "lr_schedule": "constant", "device": "cpu"}
 """Measured fields added later, hashed only when not at their default, so older cell ids stay."""
 
 
@@ -44,6 +48,7 @@ class Job:
     cpus: str = "auto"
     ops: str = "stock"
     numeric: str = "fp32"
+    device: str = "cpu"
     mode: str = "performance"
     timeout_s: float = 600.0
     checkpoint: Optional[str] = None
@@ -75,6 +80,8 @@ class Job:
             raise JobError("job field 'numeric' is %r; known: %s" % (self.numeric, ", ".join(NUMERICS)))
         if self.numeric != "fp32" and self.ops != "stock":
             raise JobError("job field 'numeric' = %r needs ops 'stock': the op library is fp32 only" % self.numeric)
+        if self.device not in DEVICES:
+            raise JobError("job field 'device' is %r; known: %s" % (self.device, ", ".join(DEVICES)))
         if self.mode not in MODES:
             raise JobError("job field 'mode' is %r; known: %s" % (self.mode, ", ".join(MODES)))
         object.__setattr__(self, "method_params", dict(sorted(dict(self.method_params).items())))
@@ -89,12 +96,12 @@ class Job:
 
     @property
     def label(self) -> str:
-        """Method with its parameters, and the ops and numeric format when not the defaults:
-        ``bp-last-k(k=6)``, ``sparse-update(preset=99kb)+odt``, ``bias-only+int8``."""
+        """Method with its parameters, and the ops, numeric format and device when not the defaults:
+        ``bp-last-k(k=6)``, ``sparse-update(preset=99kb)+odt``, ``bias-only+int8``, ``full+cuda``."""
         label = self.method
         if self.method_params:
             label += "(%s)" % ",".join("%s=%s" % kv for kv in self.method_params.items())
-        for value, default in ((self.ops, "stock"), (self.numeric, "fp32")):
+        for value, default in ((self.ops, "stock"), (self.numeric, "fp32"), (self.device, "cpu")):
             if value != default:
                 label += "+" + value
         return label

@@ -50,6 +50,7 @@ def device_figures(run: DeviceRun, target_name, observed=Source.MEASURED):
     memory and energy (``EMULATED`` when the device ran an emulation, e.g. of an int8 graph)."""
     memory = run.result.get("memory", {})
     acc = run.result.get("accuracy", {})
+    scope = "; paired mode: both arms' steps" if run.result.get("paired") else ""
     figs = {}
     peak = memory.get("peak_rss_bytes")
     figs["peak_rss_bytes"] = (Figure(peak, "bytes", observed, per="run", how="VmHWM")
@@ -58,10 +59,15 @@ def device_figures(run: DeviceRun, target_name, observed=Source.MEASURED):
     if memory.get("hwm_reset") and memory.get("train_hwm_bytes") is not None:
         figs["train_peak_bytes"] = Figure(memory["train_hwm_bytes"] - memory["train_start_rss_bytes"],
                                           "bytes", observed, per="run",
-                                          how="VmHWM during timed steps minus VmRSS at their start")
+                                          how="VmHWM during timed steps minus VmRSS at their start" + scope)
     else:
         figs["train_peak_bytes"] = missing("bytes", observed, per="run", reason=(
             "the device could not reset its RSS high-water mark (/proc/self/clear_refs)"))
+    if "cuda_train_max_allocated_bytes" in memory:  # a cell run with device = "cuda"
+        figs["cuda_train_peak_bytes"] = Figure(
+            memory["cuda_train_max_allocated_bytes"] - memory["cuda_train_start_allocated_bytes"], "bytes",
+            observed, per="run", how="torch.cuda.max_memory_allocated() over the timed steps (peak statistics "
+                                      "reset before them) minus memory_allocated() at their start" + scope)
     for key in ("before", "after"):
         value = acc.get(key)
         figs["accuracy_" + key] = (
@@ -99,6 +105,7 @@ def measurement(run: DeviceRun, analysis, target_name, numeric="fp32"):
         "ops_backend": run.result.get("ops_backend"),
         "system_checks": run.result.get("system_checks", []),
         "overhead": run.result.get("overhead"),
+        "paired": run.result.get("paired"),
         "health": run.health,
         "trace": None if run.trace is None else asdict(run.trace),
         "clock_offset": None if run.clock_offset is None else asdict(run.clock_offset),

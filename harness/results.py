@@ -25,6 +25,8 @@ CALIBRATION_KEYS = ["warmup_min", "warmup_max", "warmup_steps", "warmup_stop", "
                     "min_timed_ns"]
 OVERHEAD_ARMS = ["reported_ns", "instrumented_ns", "bare_ns"]
 OVERHEAD_COLUMNS = CELL_COLUMNS + OVERHEAD_ARMS + ["order"]
+PAIRED_ARMS = ["filtered_backward_ns", "exact_backward_ns", "filtered_step_ns", "exact_step_ns"]
+PAIRED_COLUMNS = CELL_COLUMNS + PAIRED_ARMS + ["order"]
 CALIBRATION_COLUMNS = CELL_COLUMNS + CALIBRATION_KEYS + ["threads", "cpus"]
 CHECK_COLUMNS = CELL_COLUMNS + ["check", "status", "value", "advice"]
 
@@ -93,10 +95,12 @@ def long_table(records):
 
 @dataclass(frozen=True)
 class CellTables:
-    """One row per ok cell that recorded timer-overhead pairs (``overhead``), calibration or
-    placement (``calibration``), and one row per system check of each cell (``system_checks``)."""
+    """One row per ok cell that recorded timer-overhead pairs (``overhead``), pairs of a filtered
+    plan and its exact twin (``paired``), calibration or placement (``calibration``), and one row
+    per system check of each cell (``system_checks``)."""
 
     overhead: pd.DataFrame
+    paired: pd.DataFrame
     calibration: pd.DataFrame
     system_checks: pd.DataFrame
 
@@ -105,6 +109,16 @@ def _overhead_rows(cell, m):
     pairs = m.get("overhead")
     if pairs:
         yield dict(cell, **{arm: tuple(pairs[arm]) for arm in OVERHEAD_ARMS}, order=pairs["order"])
+
+
+def _paired_rows(cell, m):
+    """The i-th timed step of the cell's plan and the i-th step of its exact twin form pair i."""
+    pairs = m.get("paired")
+    if pairs:
+        yield dict(cell, filtered_backward_ns=tuple(m["samples"]["backward_ns"]),
+                   exact_backward_ns=tuple(pairs["exact"]["backward_ns"]),
+                   filtered_step_ns=tuple(m["samples"]["step_ns"]), exact_step_ns=tuple(pairs["exact"]["step_ns"]),
+                   order=pairs["order"])
 
 
 def _calibration_rows(cell, m):
@@ -129,5 +143,5 @@ def cell_tables(records):
     def frame(rows, columns):
         return pd.DataFrame([row for cell, m in ok for row in rows(cell, m)], columns=columns, dtype=object)
 
-    return CellTables(frame(_overhead_rows, OVERHEAD_COLUMNS), frame(_calibration_rows, CALIBRATION_COLUMNS),
-                      frame(_check_rows, CHECK_COLUMNS))
+    return CellTables(frame(_overhead_rows, OVERHEAD_COLUMNS), frame(_paired_rows, PAIRED_COLUMNS),
+                      frame(_calibration_rows, CALIBRATION_COLUMNS), frame(_check_rows, CHECK_COLUMNS))

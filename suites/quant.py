@@ -98,11 +98,14 @@ class Int8MBConvNet(nn.Module):
         self.s_in = scales.input_of(model)
         self.stem = _Unit(scales.conv(model.stem))
         self.blocks = nn.Sequential(*[_Block(b, scales) for b in model.blocks])
-        self.s_features = scales.output_of(model.blocks[-1])
+        self.head = None if model.head is None else _Unit(scales.conv(model.head))
+        self.s_features = scales.output_of(model.head if model.head is not None else model.blocks[-1])
         self.classifier = copy.deepcopy(model.classifier)
 
     def forward(self, x):
         xq = self.blocks(self.stem(quantize_input(x, self.s_in)))
+        if self.head is not None:
+            xq = self.head(xq)
         return self.classifier((xq * self.s_features).mean((2, 3)))
 
 

@@ -229,10 +229,11 @@ def test_bad_overrides_and_filters_exit_2(args, text, capsys):
 
 
 @pytest.mark.parametrize("what,expected", [
-    ("models", ["mbv2-w0.35", "mcunet-5fps", "proxyless-w0.3", "presets: 49kb, 73kb, 99kb, 123kb, 138kb"]),
+    ("models", ["mbv2-w0.35", "mcunet-5fps", "proxyless-w0.3", "presets: 49kb, 73kb, 99kb, 123kb, 138kb",
+                "resnet18", "conv3x3-c64-r56-cl"]),
     ("methods", ["full", "last-layer", "bias-only", "bp-last-k", "parameters: k (int)", "sparse-update",
-                 "parameters: preset (str)"]),
-    ("plans", ["default", "quick", "sparse", "validate"]),
+                 "parameters: preset (str)", "gradfilter", "parameters: k (int), patch (int)"]),
+    ("plans", ["default", "quick", "sparse", "validate", "gradfilter"]),
     ("targets", ["local", "raspberry-pi", "jetson"]),
 ])
 def test_list_names_what_can_be_run(what, expected, capsys):

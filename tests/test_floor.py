@@ -95,7 +95,7 @@ def test_table_names_what_the_device_files_use():
     spelled = {
         "torch.load(weights_only=True)": "weights_only=True",
         "Optimizer.zero_grad(set_to_none=...)": "zero_grad(set_to_none=",
-        "torch.nn.Identity": "nn.Identity()",
+        "torch.nn.Identity": "nn.Identity",
         "torch.__config__.show": "torch.__config__.show()",
         "torch.__config__.parallel_info": "torch.__config__.parallel_info()",
         "Tensor.mean(dim=(2, 3))": ".mean((2, 3))",

@@ -53,9 +53,10 @@ def analyze(plan):
         "forward_macs": Figure(counts["forward_macs"], "MAC", analytic),
         "analytic_backward": {
             "exact_backward_macs": Figure(counts["exact_backward_macs"], "MAC", analytic),
-            "tinytrain_macs": Figure(counts["tinytrain_macs"], "MAC", analytic)},
+            "tinytrain_macs": Figure(counts["tinytrain_macs"], "MAC", analytic),
+            "gradfilter_flops": Figure(counts["gradfilter_flops"], "FLOP", analytic)},
         "memory_bytes": {
-            "saved_inputs_fp32": Figure(counts["saved_inputs_fp32"], "bytes", analytic),
+            "saved_inputs_fp32": Figure(counts["saved_inputs_fp32"], "bytes", analytic, per="sample"),
             "plan_fp32": _plan_fp32(counts["plan_fp32"]),
             "sparseupdate_int8": Figure(counts["sparseupdate_int8"], "bytes", analytic, per="sample")},
         "measured_saved_bytes": Figure(saved["saved_bytes"], "bytes", observed, how=HOOKS + note),

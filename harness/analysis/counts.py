@@ -15,13 +15,20 @@ Conventions, per batch of B unless marked per sample:
 - ``tinytrain_macs`` (TinyTrain's backward-compute column): the input gradient of every conv from
   the earliest trainable conv to the end, that one included, plus the weight gradients of the
   trained channels; convs only (the classifier is not counted).
-- ``saved_inputs_fp32``: fp32 bytes of the inputs that the convs whose weights are trained must
-  keep for their weight gradients (only the trained channels); classifier excluded (the GradFilter
-  paper's Table 2 convention).
+- ``gradfilter_flops`` (the GradFilter paper's backward-FLOP formulas, REFERENCE §4; convs only):
+  for every conv whose weight is trained, its weight gradient, and for those after the earliest
+  trainable layer also its input gradient. Exact: 2 * B * C_in/groups * C_out * H_out * W_out * k^2
+  FLOPs per gradient (times the trained fraction for a weight gradient); filtered with patch r
+  over P = ceil(H_out/r) * ceil(W_out/r) patches: weight gradient C_out * C_in/groups *
+  (2 * B * P - 1), input gradient B * P * C_in * (2 * C_out/groups - 1).
+- ``saved_inputs_fp32`` (per sample): fp32 bytes of the inputs that the convs whose weights are
+  trained must keep for their weight gradients (only the trained channels; a filtered conv its
+  pooled input, C_in * P); classifier excluded (the GradFilter paper's Table 2 convention).
 - ``plan_fp32`` (per sample; plans with BN folded): what this harness's op library
   (``ops = "odt"``) keeps between forward and backward: fp32 inputs of the trained channels of
-  every conv whose weight is trained and of the classifier, and one bit per element for every
-  ReLU6 that a gradient passes (rounded up to whole bytes per ReLU6).
+  every conv whose weight is trained (a filtered conv: its pooled input) and of the classifier,
+  and one bit per element for every ReLU6 that a gradient passes (rounded up to whole bytes per
+  ReLU6).
 - ``sparseupdate_int8`` (per sample; the SparseUpdate paper's code): for every updated conv 1 bit
   per output element (the clamp mask) and 32 bits per bias; for a trained weight also 8 bits per
   saved input element of the trained channels and 8 bits per trained weight (an SRAM copy); the
@@ -53,7 +60,7 @@ class Layer:
     def trained_fraction(self):
         """The fraction of the weight trained: 1 (weight), k / C (channels), else 0."""
         update = self.update.get("update")
-        if update == "weight":
+        if update in ("weight", "filtered"):
             return 1.0
         if update == "channels":
             width = self.module.out_channels if self.module.groups > 1 else self.module.in_channels
@@ -98,9 +105,8 @@ def analytic_counts(plan, x):
     torch.manual_seed(plan["seeds"]["init"])
     model = build(plan["model"]["spec"], plan["model"]["num_classes"])
     layers = forward_layers(model, plan, x)
-    batch = x.shape[0]
-    counts = dict.fromkeys(("forward_macs", "exact_backward_macs", "tinytrain_macs", "saved_inputs_fp32",
-                            "trainable_params"), 0)
+    counts = dict.fromkeys(("forward_macs", "exact_backward_macs", "tinytrain_macs", "gradfilter_flops",
+                            "saved_inputs_fp32", "trainable_params"), 0)
     plan_bytes = int8_bits = 0
     after_trainable = after_trainable_conv = False
     for layer in layers:
@@ -115,20 +121,44 @@ def analytic_counts(plan, x):
         counts["forward_macs"] += layer.macs
         counts["exact_backward_macs"] += weight_grad + (layer.macs if after_trainable else 0)
         per_sample_in = _numel(layer.in_shape[1:])
+        kept = 4 * _filtered_input(layer) if update == "filtered" else round(4 * per_sample_in * fraction)
         if conv:
             after_trainable_conv = after_trainable_conv or update != "frozen"
             if after_trainable_conv:
                 counts["tinytrain_macs"] += layer.macs + weight_grad
-            counts["saved_inputs_fp32"] += round(4 * batch * per_sample_in * fraction)
+            counts["gradfilter_flops"] += _gradfilter_flops(layer, weight_grad, after_trainable)
+            counts["saved_inputs_fp32"] += kept
         if update != "frozen":
             int8_bits += _int8_bits(layer, per_sample_in, fraction)
             counts["trainable_params"] += _trainable(layer.module, fraction, plan["update_plan"]["bn"])
-        plan_bytes += round(4 * per_sample_in * fraction)
+        plan_bytes += kept
         after_trainable = after_trainable or update != "frozen"
     counts["params"] = sum(p.numel() for p in model.parameters())
     counts["plan_fp32"] = plan_bytes if plan["update_plan"]["bn"] == "fold" else None
     counts["sparseupdate_int8"] = -(-int8_bits // 8)
     return counts
+
+
+def _patches(layer):
+    r = layer.update["patch"]
+    return -(-layer.out_shape[2] // r) * -(-layer.out_shape[3] // r)
+
+
+def _filtered_input(layer):
+    """Elements of a filtered conv's pooled input, per sample: C_in * patches."""
+    return layer.module.in_channels * _patches(layer)
+
+
+def _gradfilter_flops(layer, weight_grad_macs, input_grad):
+    """A conv's backward FLOPs by the GradFilter paper's formulas (see ``gradfilter_flops``)."""
+    if layer.update.get("update") != "filtered":
+        return 2 * weight_grad_macs + (2 * layer.macs if input_grad else 0)
+    conv, batch, patches = layer.module, layer.out_shape[0], _patches(layer)
+    per_group_out = conv.out_channels // conv.groups
+    flops = conv.out_channels * (conv.in_channels // conv.groups) * (2 * batch * patches - 1)
+    if input_grad:
+        flops += batch * patches * conv.in_channels * (2 * per_group_out - 1)
+    return flops
 
 
 def _int8_bits(layer, per_sample_in, fraction):

@@ -71,6 +71,33 @@ def overhead_section(overhead: pd.DataFrame) -> str:
     return "\n\n".join(["## Timer overhead", intro, _table(headers, rows)])
 
 
+def _ms(samples) -> str:
+    ordered = sorted(samples)
+    return sig3(ordered[len(ordered) // 2] / 1e6)
+
+
+def paired_section(paired: pd.DataFrame) -> str:
+    """Per cell, a gradient-filtered plan against its exact twin, run as interleaved pairs: median
+    backward times and the speedups (exact / filtered) of backward and of the whole step, with
+    their paired CIs."""
+    if paired.empty:
+        return ""
+    rows = []
+    for row in _sorted(paired).itertuples(index=False):
+        backward = paired_ratio_ci(row.exact_backward_ns, row.filtered_backward_ns)
+        step = paired_ratio_ci(row.exact_step_ns, row.filtered_step_ns)
+        rows.append([row.target, row.name, _ms(row.exact_backward_ns), _ms(row.filtered_backward_ns),
+                     format_ci(backward), format_ci(step), backward.sizes[0], count_cell(row.warmup), row.order])
+    ci = f"[{DEFAULT_CONFIDENCE:.0%} CI]"
+    headers = ["target", "cell", "exact backward ms", "filtered backward ms", f"backward speedup {ci}",
+               f"step speedup {ci}", "n pairs", "warm-up", "order"]
+    intro = ("Each pair is one training step of the cell's plan (gradient-filtered convs) and one of its exact "
+             "twin (the same layers trained by exact backprop with stock PyTorch layers, same layout, same "
+             "batch), back to back in the order shown, both timed by the same stamps. A speedup is the median "
+             "of the per-pair ratios exact / filtered; its interval resamples the pairs (paired bootstrap).")
+    return "\n\n".join(["## Gradient filtering against exact backprop (paired)", intro, _table(headers, rows)])
+
+
 def _saved_cells(hooks: Value, allocator: Value) -> list[str]:
     sizes = [marked(kib(v), [] if v.source == "measured" else [v.source]) if v.present else DASH
              for v in (hooks, allocator)]

@@ -193,6 +193,7 @@ def render(table: pd.DataFrame, out_dir: Path, sources: list[str], cells: CellTa
     sections.append(accuracy_grid_section(ok))
     sections.append(ops_section(groups))
     sections.append(checks.overhead_section(cells.overhead))
+    sections.append(checks.paired_section(cells.paired))
     sections.append(checks.saved_bytes_section(ok))
     sections.append(checks.calibration_section(cells.calibration))
     sections.append(checks.system_checks_section(cells.system_checks))

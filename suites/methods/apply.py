@@ -6,8 +6,9 @@ with ``ops = "odt"`` put the op library's layers in place.
   ``channels`` update is the authors' PyTorch way: the full weight gradient is computed, then the
   other channels are zeroed (a gradient hook).
 - ``odt``: frozen and bias-only convs become ``FrozenConv2d`` (no input saved), ``channels``
-  updates ``ChannelConv2d`` (only the chosen input channels saved and differentiated), every
-  ReLU6 keeps a 1-bit mask. Convs whose whole weight is trained stay stock. A conv's ReLU6 runs
+  updates ``ChannelConv2d`` (only the chosen input channels saved and differentiated),
+  ``filtered`` updates ``FilteredConv2d`` (only the pooled input saved), every ReLU6 keeps a 1-bit
+  mask. A ``filtered`` update exists only here: stock PyTorch has no filtered conv. Convs whose whole weight is trained stay stock. A conv's ReLU6 runs
   inside the conv's op when its owner is a conv unit: a module with ``conv``, ``bn`` and ``act``
   attributes computing ``act(bn(conv(x)))`` (the models' ``ConvBN``), BN folded; any other ReLU6
   becomes a ``MaskedReLU6``.
@@ -15,7 +16,7 @@ with ``ops = "odt"`` put the op library's layers in place.
 import torch
 from torch import nn
 
-from ..ops import ChannelConv2d, FrozenConv2d, MaskedReLU6
+from ..ops import ChannelConv2d, FilteredConv2d, FrozenConv2d, MaskedReLU6
 
 OPS = ("stock", "odt")
 
@@ -86,6 +87,11 @@ def _odt(model, module, layer, bn):
     if layer["update"] == "weight":
         _stock(module, layer, bn)
         return
+    if layer["update"] == "filtered":
+        for p in module.parameters():
+            p.requires_grad_(True)
+        _replace(model, layer["name"], FilteredConv2d.from_conv(module, layer["patch"]))
+        return
     if layer["kind"] != "conv":
         if layer["update"] == "bias" and module.bias is not None:
             module.bias.requires_grad_(True)
@@ -116,8 +122,11 @@ def apply_plan(model, plan, ops="stock"):
         module = modules[layer["name"]]
         if layer["update"] == "frozen" and ops == "stock":
             continue
-        if module.bias is None and plan["bn"] == "train" and layer["update"] in ("bias", "channels"):
+        if module.bias is None and plan["bn"] == "train" and layer["update"] in ("bias", "channels", "filtered"):
             raise ValueError("layer %s: a %s update needs BN folded (bn='fold')" % (layer["name"], layer["update"]))
+        if layer["update"] == "filtered" and ops != "odt":
+            raise ValueError("layer %s: a filtered update needs ops 'odt' (stock PyTorch has no filtered conv)"
+                             % layer["name"])
         bn = bn_of.get(id(module)) if plan["bn"] == "train" else None
         if ops == "odt":
             _odt(model, module, layer, bn)

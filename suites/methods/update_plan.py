@@ -8,25 +8,29 @@
 
 ``update`` is one of ``frozen`` (no gradient), ``bias`` (the bias only; with BN folded that is the
 folded bias), ``weight`` (weight and bias; with BN in train mode, also that BN's affine
-parameters) or ``channels`` (the bias, and the weight on the listed input channels only; for a
-depthwise conv, on those channels). Layers are every Conv2d in forward order, then the
+parameters), ``channels`` (the bias, and the weight on the listed input channels only; for a
+depthwise conv, on those channels) or ``filtered`` (weight and bias, the backward gradient-
+filtered over ``patch`` x ``patch`` patches: ``{"update": "filtered", "patch": 2}``; BN folded). Layers are every Conv2d in forward order, then the
 classifier. Every method is a policy emitting such a plan; ``apply_plan`` is the one function that
 applies it.
 """
 from dataclasses import dataclass
+from typing import Optional
 
-UPDATES = ("frozen", "bias", "weight", "channels")
+UPDATES = ("frozen", "bias", "weight", "channels", "filtered")
 BN_MODES = ("train", "fold")
 
 
 @dataclass(frozen=True)
 class PlanContext:
-    """What a method looks at to emit its plan: the model's registry name, its layer table, and
-    the model as training starts from it (seeded initialisation, checkpoint loaded, BN unfolded)."""
+    """What a method looks at to emit its plan: the model's registry name, its layer table, the
+    model as training starts from it (seeded initialisation, checkpoint loaded, BN unfolded) and
+    the input resolution (None where no job gives one)."""
 
     model_name: str
     layers: list
     model: object
+    resolution: Optional[int] = None
 
 
 def layer_table(model):
@@ -42,8 +46,8 @@ def layer_table(model):
 
 
 def make_plan(layers, bn, updates):
-    """A plan over ``layers`` with ``updates``: conv index or ``'classifier'`` -> an update name, or
-    a list of input channels (a ``channels`` update)."""
+    """A plan over ``layers`` with ``updates``: conv index or ``'classifier'`` -> an update name, a
+    list of input channels (a ``channels`` update) or ``{"update": "filtered", "patch": r}``."""
     if bn not in BN_MODES:
         raise ValueError("bn mode %r; known: %s" % (bn, BN_MODES))
     out = []
@@ -53,8 +57,15 @@ def make_plan(layers, bn, updates):
         if isinstance(update, list):
             out.append(dict(layer, update="channels", channels=sorted(update)))
             continue
-        if update not in UPDATES or update == "channels":
-            raise ValueError("update %r for layer %s; known: %s (channels: give the channel list)"
+        if isinstance(update, dict):
+            if update.get("update") != "filtered" or layer["kind"] != "conv" or not isinstance(update.get("patch"), int):
+                raise ValueError("update %r for layer %s: only convs take a dict update, "
+                                 "{'update': 'filtered', 'patch': <int>}" % (update, layer["name"]))
+            out.append(dict(layer, update="filtered", patch=update["patch"]))
+            continue
+        if update not in UPDATES or update in ("channels", "filtered"):
+            raise ValueError("update %r for layer %s; known: %s (channels: give the channel list; "
+                             "filtered: {'update': 'filtered', 'patch': r})"
                              % (update, layer["name"], ", ".join(UPDATES)))
         out.append(dict(layer, update=update))
     return {"bn": bn, "layers": out}

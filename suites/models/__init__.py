@@ -1,15 +1,19 @@
 """Model registry: architecture specs by name, and building a ``torch.nn`` model from a spec.
 
-A spec is plain JSON-able data (see ``tiny_models.json``) so that it can travel inside an
-ExecutionPlan; ``build(spec, num_classes)`` is what a device runs to get the model.
+A spec is plain JSON-able data (see ``tiny_models.json`` and ``paper_models.json``) so that it can
+travel inside an ExecutionPlan; ``build(spec, num_classes)`` is what a device runs to get the model.
 """
 import json
 import os
 
 from .mbconv import MBConvNet, convs
+from .resnet import ResNet
+from .single_conv import SingleConv
 
-_TINY = os.path.join(os.path.dirname(__file__), "tiny_models.json")
-_BUILDERS = {"mbconv": MBConvNet}
+_HERE = os.path.dirname(__file__)
+_TINY = os.path.join(_HERE, "tiny_models.json")
+_PAPER = os.path.join(_HERE, "paper_models.json")
+_BUILDERS = {"mbconv": MBConvNet, "resnet": ResNet, "conv": SingleConv}
 
 
 class UnknownModel(KeyError):
@@ -17,26 +21,38 @@ class UnknownModel(KeyError):
         return self.args[0]
 
 
-def _tiny():
-    with open(_TINY) as f:
+def _load(path):
+    with open(path) as f:
         return json.load(f)
+
+
+def _tiny():
+    return _load(_TINY)
+
+
+def _registered(key):
+    """``key`` ("models" or "published_counts") of both files, merged by model name."""
+    merged = dict(_tiny()[key])
+    merged.update(_load(_PAPER)[key])
+    return merged
 
 
 def names():
     """Registered model names, sorted."""
-    return sorted(_tiny()["models"])
+    return sorted(_registered("models"))
 
 
 def spec(name):
     """The architecture spec of model ``name`` (a fresh dict, with its ``family``)."""
-    models = _tiny()["models"]
+    models = _registered("models")
     if name not in models:
         raise UnknownModel("unknown model %r; known models: %s" % (name, ", ".join(sorted(models))))
-    return dict(models[name], family="mbconv", name=name)
+    return dict(models[name], family=models[name].get("family", "mbconv"), name=name)
 
 
 def published_counts(name):
-    return _tiny()["published_counts"][name]
+    """Published sizes of model ``name`` and where they come from; {} for the micro-benchmarks."""
+    return _registered("published_counts").get(name, {})
 
 
 def sparse_update_schemes(name):

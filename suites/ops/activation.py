@@ -30,9 +30,9 @@ def relu6_and_mask(y):
         out, packed = torch.empty_like(y), torch.empty(bits.packed_bytes(y.numel()), dtype=torch.uint8)
         lib.odt_relu6_pack(y.data_ptr(), out.data_ptr(), packed.data_ptr(), y.numel())
         return out, packed
-    one = _ONE.get(y.dtype)
+    one = _ONE.get((y.dtype, y.device))
     if one is None:
-        one = _ONE[y.dtype] = torch.ones(1, dtype=y.dtype)
+        one = _ONE[y.dtype, y.device] = torch.ones(1, dtype=y.dtype, device=y.device)
     passes = torch.ops.aten.hardtanh_backward(one.expand(y.shape), y, 0.0, 6.0)
     return F.relu6(y), bits.pack(passes)
 

@@ -24,7 +24,7 @@ def pack(ones):
     pad = -flat.numel() % 8
     if pad:
         flat = F.pad(flat, (0, pad))
-    return (flat.view(-1, 8) @ BIT_WEIGHTS.to(flat.dtype)).to(torch.uint8)
+    return (flat.view(-1, 8) @ BIT_WEIGHTS.to(flat.device, flat.dtype)).to(torch.uint8)
 
 
 def unpack(packed, shape, dtype=torch.float32):
@@ -32,5 +32,5 @@ def unpack(packed, shape, dtype=torch.float32):
     numel = 1
     for d in shape:
         numel *= d
-    ones = BYTE_BITS.to(dtype).index_select(0, packed.to(torch.int32)).view(-1)
+    ones = BYTE_BITS.to(packed.device, dtype).index_select(0, packed.to(torch.int32)).view(-1)
     return ones[:numel].view(shape)

@@ -1,0 +1,53 @@
+"""Gradient filtering (Yang et al., "Efficient On-Device Training via Gradient Filtering", CVPR
+2023) as a policy: the last ``k`` convs (every Conv2d in forward order, downsample convs
+included) and the classifier trained, each of those convs with its output gradient filtered over
+``patch`` x ``patch`` patches (``suites.ops.FilteredConv2d``); everything earlier frozen and not
+back-propagated; BN folded (the paper freezes BN). Needs ``ops = "odt"``.
+"""
+import torch
+
+from ..models import convs
+from ..ops.filtered import check_filterable, patch_fits
+from .stock import Method, n_convs
+from .update_plan import make_plan
+
+
+class GradFilter(Method):
+    name = "gradfilter"
+    description = "the last k convs trained with gradient filtering of patch r (CVPR 2023); BN folded"
+    params = {"k": (int, "how many of the last convs are trained (1..number of convs)"),
+              "patch": (int, "patch size r >= 1 of the filter (the paper uses 2, 4, 7)")}
+
+    def plan(self, context, k, patch):
+        n = n_convs(context.layers)
+        if not 1 <= k <= n:
+            raise ValueError("gradfilter: k=%d is out of range; this model has %d convs" % (k, n))
+        chosen = range(n - k, n)
+        modules = convs(context.model)
+        for i in chosen:
+            try:
+                check_filterable(modules[i], patch)
+            except ValueError as exc:
+                raise ValueError("gradfilter: conv %d (%s): %s" % (i, context.layers[i]["name"], exc))
+        if context.resolution is not None:
+            _check_patch(context, chosen, patch)
+        updates = {i: {"update": "filtered", "patch": patch} for i in chosen}
+        updates["classifier"] = "weight"
+        return make_plan(context.layers, "fold", updates)
+
+
+def _check_patch(context, chosen, patch):
+    """The patch must fit every filtered conv's output map at the job's resolution."""
+    modules = convs(context.model)
+    sizes = {}
+    hooks = [modules[i].register_forward_hook(lambda m, inputs, out, i=i: sizes.__setitem__(i, out.shape[2:]))
+             for i in chosen]
+    with torch.no_grad():
+        context.model.eval()(torch.zeros(1, 3, context.resolution, context.resolution))  # RGB images
+    for h in hooks:
+        h.remove()
+    for i in chosen:
+        problem = patch_fits(patch, tuple(sizes[i]))
+        if problem:
+            raise ValueError("gradfilter: conv %d (%s) at resolution %d: %s"
+                             % (i, context.layers[i]["name"], context.resolution, problem))

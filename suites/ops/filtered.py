@@ -1,0 +1,202 @@
+"""Gradient filtering (Yang et al., CVPR 2023): a conv whose backward sees its output gradient
+averaged over r x r patches, computed from small tensors only.
+
+Forward: the conv's output, exact. What it saves (``save_for_backward`` only): the **sum**-pooled
+input over (r*s) x (r*s) windows (s: the stride), C_in x ceil(H_out/r) x ceil(W_out/r) per
+sample, and the weight (a parameter). The kernel-summed weight is recomputed in backward.
+
+Backward, with G the output gradient **summed** over each r x r patch and X the pooled input
+divided by its window's size (its mean; windows and patches at the border may be smaller):
+
+- weight gradient: one value per (out, in) pair, sum over batch and patches of G * X, broadcast
+  to every kernel position (depthwise: per channel);
+- input gradient: per patch the 1x1 product V = sum_o theta[o, i] * G[o] (theta: the weight
+  summed over its kernel window; depthwise: elementwise) spread evenly over the patch's input
+  window, V / window size at each of its positions, then cropped to the input;
+- bias gradient: exact (the sum of the unfiltered output gradient).
+
+Scale: for a 1x1 conv whose output gradient is constant over each patch and whose input is
+constant over each window, the weight and bias gradients are exact, and so is the input gradient
+at stride 1. At stride s > 1 the exact input gradient is zero off the sampled positions, which no
+per-window constant can equal; spreading V evenly keeps each window's gradient sum exact (the
+paper leaves the stride's scale implicit). For larger kernels all of it holds approximately.
+
+The products are GEMMs (NCHW: per sample, theta^T @ G and G @ X^T), the pooling and spreading
+single passes; no full-size weight or input gradient is ever computed then filtered.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _Filter:
+    """A filtered conv's geometry: the conv's own settings, the patch r and the window r*s."""
+
+    def __init__(self, conv, patch):
+        self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
+        self.groups, self.patch = conv.groups, patch
+        self.window = tuple(patch * s for s in self.stride)
+
+    def patches(self, out_size):
+        return tuple(-(-o // self.patch) for o in out_size)
+
+    def pooled_input(self, x, out_size):
+        """Sum of ``x`` over each window, one window per output patch (the input beyond the
+        last window, if any, is in none)."""
+        (wh, ww), (ph, pw) = self.window, self.patches(out_size)
+        rows, cols = min(ph * wh, x.shape[2]), min(pw * ww, x.shape[3])
+        x = x[:, :, :rows, :cols]
+        if rows < wh or cols < ww:  # one window larger than the input: pool over what there is
+            x = F.pad(x, (0, max(0, ww - cols), 0, max(0, wh - rows)))
+        return F.avg_pool2d(x, self.window, self.window, ceil_mode=True, divisor_override=1)
+
+    @staticmethod
+    def sizes(n, step, limit):
+        """The number of positions each of ``n`` windows of ``step`` covers in ``limit``."""
+        return torch.tensor([min(step, limit - p * step) for p in range(n)], dtype=torch.float32)
+
+    def window_sizes(self, patches, in_size):
+        """Positions in each window: one number where all windows are whole, else a Ph x Pw x 1
+        tensor (border windows may be cut by the input's edge)."""
+        if all(n * w <= i for n, w, i in zip(patches, self.window, in_size)):
+            return float(self.window[0] * self.window[1])
+        rows, cols = (self.sizes(n, w, i) for n, w, i in zip(patches, self.window, in_size))
+        return (rows[:, None] * cols[None, :]).unsqueeze(2)
+
+
+class _FilteredConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, geometry):
+        y = F.conv2d(x, weight, bias, geometry.stride, geometry.padding, 1, geometry.groups)
+        out_size = tuple(y.shape[2:])
+        problem = patch_fits(geometry.patch, out_size)
+        if problem:
+            raise ValueError(problem)
+        ctx.geometry, ctx.in_size = geometry, tuple(x.shape[2:])
+        ctx.save_for_backward(geometry.pooled_input(x, out_size), weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        pooled, weight = ctx.saved_tensors
+        geometry = ctx.geometry
+        r = geometry.patch
+        summed = F.avg_pool2d(grad, r, r, ceil_mode=True, divisor_override=1)  # N x Co x Ph x Pw
+        sizes = geometry.window_sizes(summed.shape[2:], ctx.in_size)
+        uniform = isinstance(sizes, float)  # then the division moves onto the small products
+        if not uniform:
+            sizes = sizes.to(grad.device)
+        g = _rows(summed)
+        gw = gx = None
+        if ctx.needs_input_grad[1]:
+            if uniform:
+                per_pair = _pairs(g, _rows(pooled), geometry.groups) / sizes
+            else:
+                per_pair = _pairs(g, _rows(pooled) / sizes, geometry.groups)
+            gw = per_pair[:, :, None, None].expand_as(weight).contiguous(memory_format=_layout(weight))
+        if ctx.needs_input_grad[0]:
+            theta = weight.sum((2, 3))
+            if uniform:
+                v = _products(g, theta / sizes, geometry.groups).view(*g.shape[:3], -1)
+            else:
+                v = _products(g, theta, geometry.groups).view(*g.shape[:3], -1) / sizes
+            gx = _spread(v, geometry.window, ctx.in_size, _layout(grad))
+        gb = summed.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None  # every output is in one patch
+        return gx, gw, gb, None
+
+
+def _layout(t):
+    return torch.channels_last if t.dim() == 4 and not t.is_contiguous() and \
+        t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+def _rows(t):
+    """``t`` (N x C x H x W) as N x H x W x C: a view for channels-last tensors."""
+    return t.permute(0, 2, 3, 1)
+
+
+def _pairs(g, mean, groups):
+    """Per (out, in-of-group) pair, the sum over batch and patches of g * mean; g: N x Ph x Pw x Co,
+    mean: N x Ph x Pw x Ci."""
+    out_ch, in_ch = g.shape[3], mean.shape[3]
+    g, mean = g.reshape(-1, out_ch), mean.reshape(-1, in_ch)
+    if groups == 1:
+        return torch.mm(g.t(), mean)
+    if in_ch == groups:  # depthwise (any multiplier): each output channel sees one input channel
+        return (g.view(-1, groups, out_ch // groups) * mean.view(-1, groups, 1)).sum(0).view(out_ch, 1)
+    g = g.view(-1, groups, out_ch // groups).transpose(0, 1)
+    mean = mean.view(-1, groups, in_ch // groups).transpose(0, 1)
+    return torch.bmm(g.transpose(1, 2), mean).reshape(out_ch, in_ch // groups)
+
+
+def _products(g, theta, groups):
+    """Per patch the 1x1 product sum_o theta[o, i] * g[o] (rows: N*Ph*Pw x Ci); theta: Co x Ci/groups."""
+    out_ch = g.shape[3]
+    g = g.reshape(-1, out_ch)
+    if groups == 1:
+        return torch.mm(g, theta)
+    per_group = out_ch // groups
+    if theta.shape[1] == 1:  # depthwise
+        return (g.view(-1, groups, per_group) * theta.view(groups, per_group)).sum(2)
+    out = torch.bmm(g.view(-1, groups, per_group).transpose(0, 1), theta.view(groups, per_group, -1))
+    return out.transpose(0, 1).reshape(g.shape[0], -1)
+
+
+def _spread(v, window, in_size, layout):
+    """Each value of ``v`` (N x Ph x Pw x C) at every position of its window, as an N x C x H x W
+    gradient in ``layout``, cropped (or padded with zeros) to ``in_size``."""
+    (wh, ww), (n, ph, pw, c) = window, v.shape
+    if layout == torch.channels_last:
+        full = v[:, :, None, :, None, :].expand(n, ph, wh, pw, ww, c).reshape(n, ph * wh, pw * ww, c)
+        full = full.permute(0, 3, 1, 2)
+    else:
+        v = v.permute(0, 3, 1, 2)
+        full = v[:, :, :, None, :, None].expand(n, c, ph, wh, pw, ww).reshape(n, c, ph * wh, pw * ww)
+    rows, cols = in_size
+    if ph * wh >= rows and pw * ww >= cols:
+        return full[:, :, :rows, :cols]
+    return F.pad(full[:, :, :rows, :cols], (0, max(0, cols - pw * ww), 0, max(0, rows - ph * wh)))
+
+
+def patch_fits(patch, out_size):
+    """Why ``patch`` cannot filter an output map of ``out_size`` (None: it can)."""
+    if patch > max(out_size):
+        return ("gradient filter patch %d is larger than the conv's %dx%d output; the largest patch that "
+                "means anything here is %d" % ((patch,) + tuple(out_size) + (max(out_size),)))
+    return None
+
+
+def check_filterable(conv, patch):
+    """Raise ValueError unless ``conv`` can be filtered with ``patch``."""
+    if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1:
+        raise ValueError("gradient filter patch must be an integer >= 1, got %r" % (patch,))
+    if type(conv) is not nn.Conv2d:
+        raise ValueError("gradient filtering supports nn.Conv2d only, got %s" % type(conv).__name__)
+    if tuple(conv.dilation) != (1, 1):
+        raise ValueError("gradient filtering does not support dilated convs (dilation %s)" % (tuple(conv.dilation),))
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError("gradient filtering needs explicit zero padding, got padding=%r padding_mode=%r"
+                         % (conv.padding, conv.padding_mode))
+
+
+class FilteredConv2d(nn.Module):
+    """A conv trained with gradient filtering of patch ``patch``; shares the conv's parameters."""
+
+    def __init__(self, conv, patch):
+        super().__init__()
+        check_filterable(conv, patch)
+        self.geometry = _Filter(conv, patch)
+        self.weight, self.bias = conv.weight, conv.bias
+
+    @classmethod
+    def from_conv(cls, conv, patch):
+        return cls(conv, patch)
+
+    def forward(self, x):
+        g = self.geometry
+        if not torch.is_grad_enabled():
+            return F.conv2d(x, self.weight, self.bias, g.stride, g.padding, 1, g.groups)
+        return _FilteredConv.apply(x, self.weight, self.bias, g)
+
+    def extra_repr(self):
+        return "patch=%d, stride=%s, groups=%d" % (self.geometry.patch, self.geometry.stride, self.geometry.groups)
