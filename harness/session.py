@@ -85,7 +85,7 @@ class Session:
             before_run(self)
         self._send({"type": "run"})
         while True:
-            msg = self._receive("the run's stream")
+            msg = self._receive("a message of the running job")
             if msg["type"] == "step":
                 run.steps.append(dict(msg, t=[self.to_ns(t) for t in msg["t"]]))
             elif msg["type"] == "region":

@@ -442,3 +442,17 @@ def test_the_accuracy_grid_shows_means_per_rate_and_the_gap_closed_at_best_rates
 
 def test_no_accuracy_grid_for_one_cell_per_method(report):
     assert "Accuracy over the learning-rate grid" not in report
+
+
+def test_gradfilter_closes_the_gap_to_exact_backprop_through_the_same_layers(tmp_path):
+    worse = [0.2, 0.2, 0.2]
+    rows = (_accuracy_rows("full", {0.1: [0.99, 0.99, 0.99], 0.3: worse})
+            + _accuracy_rows("bp-last-k(k=4)", {0.1: [0.90, 0.92, 0.91], 0.3: worse})
+            + _accuracy_rows("last-layer", {0.1: [0.70, 0.72, 0.71], 0.3: worse})
+            + _accuracy_rows("gradfilter(k=4,patch=2)+odt", {0.1: [0.88, 0.90, 0.89], 0.3: worse})
+            + _accuracy_rows("gradfilter(k=2,patch=2)+odt", {0.1: [0.88, 0.90, 0.89], 0.3: worse}))
+    text = section(render(table(rows), tmp_path, []).read_text(), "Accuracy over the learning-rate grid")
+    got = {r["method"]: r for r in parse_table(text)}
+    assert cell(got["gradfilter(k=4,patch=2)+odt"], "gap closed").startswith("0.900 [")  # (0.89-0.71)/(0.91-0.71)
+    assert cell(got["gradfilter(k=2,patch=2)+odt"], "gap closed") == "—"  # no bp-last-k(k=2) in the group
+    assert cell(got["bp-last-k(k=4)"], "gap closed").startswith("0.714 [")  # (0.91-0.71)/(0.99-0.71)
