@@ -1,5 +1,6 @@
 """The op library against stock autograd: what is computed matches to float tolerance, what is
 skipped is absent (no gradient, nothing saved), on random shapes."""
+import math
 import os
 import random
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suites.ops import ChannelConv2d, FrozenConv2d, MaskedReLU6, bits
+from suites.ops import ChannelConv2d, FrozenConv2d, MaskedReLU, MaskedReLU6, bits
 
 
 def _saved(fn):
@@ -64,16 +65,17 @@ def test_bits_round_trip_any_length_and_bit_order():
     assert bits.pack(torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0, 0, 1])).tolist() == [1, 2]  # LSB first
 
 
-def test_masked_relu6_matches_relu6_and_keeps_one_bit_per_element():
+@pytest.mark.parametrize("masked,stock", [(MaskedReLU6, F.relu6), (MaskedReLU, F.relu)])
+def test_masked_activations_match_stock_and_keep_one_bit_per_element(masked, stock):
     x = torch.tensor([-1.0, 0.0, 0.5, 6.0, 7.0, 3.0, -0.0, 5.999, 6.001]).repeat(3, 5, 1)
     x = (x * torch.rand_like(x).add(0.5)).requires_grad_()
     x.data[0, 0, :3] = torch.tensor([0.0, 6.0, -0.0])  # the boundaries, where no gradient passes
     ref = x.detach().clone().requires_grad_()
     g = torch.randn_like(x)
-    y, saved = _saved(lambda: MaskedReLU6()(x))
-    assert torch.equal(y, F.relu6(ref))
+    y, saved = _saved(lambda: masked()(x))
+    assert torch.equal(y, stock(ref))
     y.backward(g)
-    F.relu6(ref).backward(g)
+    stock(ref).backward(g)
     assert torch.equal(x.grad, ref.grad)
     assert [(t.dtype, t.numel()) for t in saved] == [(torch.uint8, -(-x.numel() // 8))]
 
@@ -206,7 +208,8 @@ def test_the_c_kernels_and_the_torch_ops_keep_the_same_mask_and_gradient():
     y = torch.randn(3, 5, 7, 7) * 4
     y.view(-1)[:4] = torch.tensor([0.0, 6.0, -0.0, 3.0])
     g = torch.randn_like(y)
-    out, packed = activation.relu6_and_mask(y)
-    assert torch.equal(out, F.relu6(y))
-    assert torch.equal(packed, bits.pack(torch.ops.aten.hardtanh_backward(torch.ones_like(y), y, 0.0, 6.0)))
+    for high, stock in ((6.0, F.relu6), (math.inf, F.relu)):
+        out, packed = activation.clamp_and_mask(y, high)
+        assert torch.equal(out, stock(y))
+        assert torch.equal(packed, bits.pack(torch.ops.aten.hardtanh_backward(torch.ones_like(y), y, 0.0, high)))
     assert torch.equal(activation.masked_grad(g, packed), bits.unpack(packed, g.shape).mul_(g))

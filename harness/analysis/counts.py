@@ -1,7 +1,7 @@
 """Analytic counts from the model's structure and the plan, each under a named convention.
 
 Structure comes from one forward of the model *as built* (BN unfolded, stock layers), recording
-every conv, linear and ReLU6 in forward order; the plan says what each layer trains. A
+every conv, linear, ReLU6 and ReLU in forward order; the plan says what each layer trains. A
 ``channels`` update trains the fraction k / C of a conv's weight (k of its C input channels;
 depthwise: of its channels).
 
@@ -27,8 +27,8 @@ Conventions, per batch of B unless marked per sample:
 - ``plan_fp32`` (per sample; plans with BN folded): what this harness's op library
   (``ops = "odt"``) keeps between forward and backward: fp32 inputs of the trained channels of
   every conv whose weight is trained (a filtered conv: its pooled input) and of the classifier,
-  and one bit per element for every ReLU6 that a gradient passes (rounded up to whole bytes per
-  ReLU6).
+  and one bit per element for every ReLU6 and ReLU that a gradient passes (rounded up to whole
+  bytes per activation).
 - ``sparseupdate_int8`` (per sample; the SparseUpdate paper's code): for every updated conv 1 bit
   per output element (the clamp mask) and 32 bits per bias; for a trained weight also 8 bits per
   saved input element of the trained channels and 8 bits per trained weight (an SRAM copy); the
@@ -42,15 +42,20 @@ from torch import nn
 from suites.models import build
 
 
+ACTIVATIONS = (nn.ReLU6, nn.ReLU)
+"""The activations whose 1-bit masks ``plan_fp32`` counts (the op library's masked ones)."""
+
+
 @dataclass(frozen=True)
 class Layer:
-    """One conv, linear or ReLU6 of a forward, with its shapes (batch of B) and its plan entry."""
+    """One conv, linear or activation (ReLU6, ReLU) of a forward, with its shapes (batch of B) and
+    its plan entry."""
 
     name: str
     module: nn.Module
     in_shape: tuple
     out_shape: tuple
-    update: dict  # the plan's layer entry; {} for a ReLU6
+    update: dict  # the plan's layer entry; {} for an activation
 
     @property
     def macs(self):
@@ -77,12 +82,12 @@ def layer_macs(module, out_shape):
 
 
 def forward_layers(model, plan, x):
-    """Every conv, linear and ReLU6 of ``model`` (as built) in the order the forward runs them,
+    """Every conv, linear and activation of ``model`` (as built) in the order the forward runs them,
     with their entries of ``plan`` (None: no plan, every entry empty)."""
     entries = {layer["name"]: layer for layer in plan["update_plan"]["layers"]} if plan else {}
     order, hooks = [], []
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear, nn.ReLU6)):
+        if isinstance(module, (nn.Conv2d, nn.Linear) + ACTIVATIONS):
             def hook(mod, inputs, output, name=name):
                 order.append(Layer(name, mod, tuple(inputs[0].shape), tuple(output.shape), entries.get(name, {})))
             hooks.append(module.register_forward_hook(hook))
@@ -111,7 +116,7 @@ def analytic_counts(plan, x):
     after_trainable = after_trainable_conv = False
     for layer in layers:
         update = layer.update.get("update")
-        if isinstance(layer.module, nn.ReLU6):
+        if isinstance(layer.module, ACTIVATIONS):
             if after_trainable:
                 plan_bytes += -(-_numel(layer.in_shape[1:]) // 8)
             continue

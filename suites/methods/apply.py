@@ -7,16 +7,17 @@ with ``ops = "odt"`` put the op library's layers in place.
   other channels are zeroed (a gradient hook).
 - ``odt``: frozen and bias-only convs become ``FrozenConv2d`` (no input saved), ``channels``
   updates ``ChannelConv2d`` (only the chosen input channels saved and differentiated),
-  ``filtered`` updates ``FilteredConv2d`` (only the pooled input saved), every ReLU6 keeps a 1-bit
-  mask. A ``filtered`` update exists only here: stock PyTorch has no filtered conv. Convs whose whole weight is trained stay stock. A conv's ReLU6 runs
-  inside the conv's op when its owner is a conv unit: a module with ``conv``, ``bn`` and ``act``
+  ``filtered`` updates ``FilteredConv2d`` (only the pooled input saved), every ReLU6 and ReLU
+  keeps a 1-bit mask. Convs whose whole weight is trained stay stock. A conv's ReLU6 runs inside
+  the conv's op when its owner is a conv unit: a module with ``conv``, ``bn`` and ``act``
   attributes computing ``act(bn(conv(x)))`` (the models' ``ConvBN``), BN folded; any other ReLU6
-  becomes a ``MaskedReLU6``.
+  becomes a ``MaskedReLU6``, every ReLU a ``MaskedReLU``. A ``filtered`` update exists only here:
+  stock PyTorch has no filtered conv.
 """
 import torch
 from torch import nn
 
-from ..ops import ChannelConv2d, FilteredConv2d, FrozenConv2d, MaskedReLU6
+from ..ops import ChannelConv2d, FilteredConv2d, FrozenConv2d, MaskedReLU, MaskedReLU6
 
 OPS = ("stock", "odt")
 
@@ -136,5 +137,7 @@ def apply_plan(model, plan, ops="stock"):
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.ReLU6):
                 _replace(model, name, MaskedReLU6())
+            elif isinstance(module, nn.ReLU):
+                _replace(model, name, MaskedReLU())
     model.train()
     return [p for p in model.parameters() if p.requires_grad]

@@ -1,4 +1,4 @@
-/* 1-bit masks for ReLU6, in C: torch has no packbits, and its boolean ops are slow on the CPU.
+/* 1-bit masks for ReLU6 and ReLU, in C: torch has no packbits, and its boolean ops are slow on the CPU.
    Built by native.py with the device's C compiler and called through ctypes on contiguous
    float32 tensors. Bit i of byte j is element 8j + i (least significant first), as bits.py. */
 #include <stdint.h>
@@ -6,8 +6,10 @@
 
 #define CHUNK 4096
 
-/* out = relu6(y); packed = 1 where 0 < y < 6 (where a gradient passes) */
-void odt_relu6_pack(const float *restrict y, float *restrict out, uint8_t *restrict packed, int64_t n) {
+/* out = clamp(y, 0, high) (ReLU6: high = 6; ReLU: high = infinity); packed = 1 where 0 < y < high
+   (where a gradient passes) */
+void odt_clamp_pack(const float *restrict y, float *restrict out, uint8_t *restrict packed, int64_t n,
+                    float high) {
     uint8_t passes[CHUNK + 8];
     for (int64_t start = 0; start < n; start += CHUNK) {
         int64_t len = n - start < CHUNK ? n - start : CHUNK;
@@ -15,8 +17,8 @@ void odt_relu6_pack(const float *restrict y, float *restrict out, uint8_t *restr
         float *o = out + start;
         for (int64_t k = 0; k < len; ++k) {
             float c = v[k] < 0.0f ? 0.0f : v[k];
-            o[k] = c > 6.0f ? 6.0f : c;
-            passes[k] = (uint8_t)((v[k] > 0.0f) & (v[k] < 6.0f));
+            o[k] = c > high ? high : c;
+            passes[k] = (uint8_t)((v[k] > 0.0f) & (v[k] < high));
         }
         memset(passes + len, 0, 8);
         uint8_t *p = packed + start / 8;

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activation import masked_grad, relu6_and_mask
+from .activation import clamp_and_mask, masked_grad
 
 
 class _Geometry:
@@ -84,7 +84,7 @@ def _forward(ctx, geometry, x, weight, bias, relu6):
     ctx.geometry, ctx.relu6 = geometry, relu6
     ctx.output_padding = geometry.output_padding(x.shape[2:], y.shape[2:])
     if relu6:
-        return relu6_and_mask(y)
+        return clamp_and_mask(y)
     return y, None
 
 

@@ -62,9 +62,10 @@ def _build(source, flags):
 
 def _load(path):
     lib = ctypes.CDLL(path)
-    for name in ("odt_relu6_pack", "odt_masked_grad"):
-        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-        getattr(lib, name).restype = None
+    pointers = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.odt_clamp_pack.argtypes = pointers + [ctypes.c_float]
+    lib.odt_masked_grad.argtypes = pointers
+    lib.odt_clamp_pack.restype = lib.odt_masked_grad.restype = None
     return lib
 
 
