@@ -81,7 +81,8 @@ class Runner:
             analysis = analyze(plan)
         except Exception as exc:  # a bug in host analysis must not lose the device's data
             log.exception("host analysis failed for %s", job.cell_id)
-            return self._failed(job, "analysis-error", "%s: %s" % (type(exc).__name__, exc))
+            return dict(self._failed(job, "analysis-error", "%s: %s" % (type(exc).__name__, exc)),
+                        measurement=measurement(run, {}, self.target.name, job.numeric), device=device)
         provenance = dict(self.provenance, seeds=plan["seeds"], threads=job.threads,
                           warmup=job.warmup, artifacts={"checkpoint": plan["checkpoint"],
                                                         "dataset": plan["data"].get("artifact")})

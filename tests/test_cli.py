@@ -293,3 +293,24 @@ def test_analyze_prints_one_json_object(capsys):
     assert out["analytic_backward"]["exact_backward_macs"]["unit"] == "MAC"
     assert out["memory_bytes"]["saved_inputs_fp32"]["source"] == "analytic"
     assert out["batch"] == 1
+
+
+def test_a_failing_host_analysis_keeps_the_devices_measurement(tmp_path, monkeypatch):
+    """The device's samples and accuracy survive a bug in host analysis: the record is failed (so
+    --resume runs the cell again) but holds what the device measured."""
+    import tomllib
+
+    from harness import runner
+
+    def broken(plan):
+        raise AttributeError("a bug in host analysis")
+
+    monkeypatch.setattr(runner, "analyze", broken)
+    target = LocalTarget()
+    journal = Journal(tmp_path / "run.jsonl")
+    jobs = jobs_from(tomllib.loads(SMALL))[:1]
+    summary = Runner(target, target.cache, journal, "run", "small").run(jobs)
+    assert (summary.ok, summary.failed) == (0, 1)
+    (record,) = read_journal(journal.path)[0]
+    assert record["status"] == "failed" and record["error"]["failure"] == "analysis-error"
+    assert len(record["measurement"]["samples"]["step_ns"]) >= 1 and record["device"]["cpu_count"]
