@@ -83,25 +83,6 @@ def test_tiny_models_have_no_head():
     assert not any(k.startswith("head") for k in model.state_dict())
 
 
-def test_folding_keeps_the_resnet_eval_output():
-    torch.manual_seed(0)
-    model = models.build(models.spec("resnet18"), 10)
-    for m in model.modules():  # non-trivial statistics, so a missed or wrong fold shows
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    model.eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        before = model(x)
-        fold_batchnorm(model)
-        after = model(x)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
-
-
 def test_mcunet_runs_at_224():
     model = models.build(models.spec("mcunet-5fps"), 1000).eval()
     with torch.no_grad():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..agreement import AGREE_BYTES, AGREE_FRACTION, disagreement
-from ..stats import DEFAULT_CONFIDENCE, paired_ratio_ci
+from ..stats import DEFAULT_CONFIDENCE, median, paired_ratio_ci
 from .tables import (
     DASH,
     MISSING,
@@ -72,8 +72,7 @@ def overhead_section(overhead: pd.DataFrame) -> str:
 
 
 def _ms(samples) -> str:
-    ordered = sorted(samples)
-    return sig3(ordered[len(ordered) // 2] / 1e6)
+    return sig3(median(samples) / 1e6)
 
 
 def paired_section(paired: pd.DataFrame) -> str:

@@ -30,15 +30,14 @@ class GradFilter(Method):
             except ValueError as exc:
                 raise ValueError("gradfilter: conv %d (%s): %s" % (i, context.layers[i]["name"], exc))
         if context.resolution is not None:
-            _check_patch(context, chosen, patch)
+            _check_patch(context, modules, chosen, patch)
         updates = {i: {"update": "filtered", "patch": patch} for i in chosen}
         updates["classifier"] = "weight"
         return make_plan(context.layers, "fold", updates)
 
 
-def _check_patch(context, chosen, patch):
+def _check_patch(context, modules, chosen, patch):
     """The patch must fit every filtered conv's output map at the job's resolution."""
-    modules = convs(context.model)
     sizes = {}
     hooks = [modules[i].register_forward_hook(lambda m, inputs, out, i=i: sizes.__setitem__(i, out.shape[2:]))
              for i in chosen]
