@@ -9,12 +9,14 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import registry
 from .cache import ArtifactCache
 from .job import JobError
 from .journal import Journal, JournalError, new_journal_path, read_journal
+from .metatrain import EPISODES, PROTOCOL, meta_train
 from .keywords import KeywordError, matcher
 from .job import unique_names
 from .plan import PlanError, apply_overrides, jobs_from, load_plan, parse_overrides, plan_names
@@ -25,7 +27,7 @@ EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 CELL_FLAGS = (("data", str), ("resolution", int), ("batch", int), ("steps", int), ("warmup", int),
               ("seed", int), ("lr", float), ("lr_schedule", str), ("threads", int), ("timeout_s", float),
               ("checkpoint", str), ("mode", str), ("ops", str), ("numeric", str), ("cpus", str),
-              ("device", str))
+              ("device", str), ("episode", str))
 TARGETS_ENV = "ODT_BENCH_TARGETS"
 log = logging.getLogger("odt_bench")
 
@@ -248,7 +250,15 @@ def cmd_analyze(args):
     from .compile import compile_job
 
     (job,) = _adhoc_jobs(args)
-    result = analyze(compile_job(job, ArtifactCache(args.cache)))
+    cache = ArtifactCache(args.cache)
+    plan = compile_job(job, cache)
+    if plan["selection"]:  # a plan chosen from the data (TinyTrain): choose it here, as the device would
+        from .executor import Execution
+
+        log.info("%s chooses its plan from the support set: running its selection on this host", job.method)
+        selection = Execution(plan, str(cache.objects), time.perf_counter_ns).select_plan(lambda message: None)
+        plan = dict(plan, update_plan=selection["update_plan"])
+    result = analyze(plan)
     out = {"model": job.model, "method": job.method, "method_params": job.method_params,
            "resolution": job.resolution, "batch": job.batch}
     for name, fig in result.items():
@@ -287,17 +297,26 @@ def cmd_pretrain(args):
     return EXIT_OK
 
 
+def cmd_meta_train(args):
+    from suites import models
+
+    if args.episodes < 1:
+        raise UsageError("--episodes must be at least 1, got %d" % args.episodes)
+    models.spec(args.model)
+    print(meta_train(args.model, args.resolution, ArtifactCache(args.cache), episodes=args.episodes))
+    return EXIT_OK
+
+
 def cmd_search_sparse(args):
-    import time
 
     from suites import models
     from suites.methods.sparse_update import PRESET_FORMAT
 
-    from .analysis.counts import Int8Memory
+    from suites.counts import Int8Memory
     from .cache import sha256_bytes
     from .contributions import Analysis, cached_table, load_table
     from .sparse_search import Search
-    from .units import parse_bytes
+    from suites.quantities import parse_bytes
 
     spec = models.spec(args.model)
     try:
@@ -434,6 +453,13 @@ def build_parser():
     pre.add_argument("--resolution", type=int, default=64)
     pre.add_argument("--epochs", type=int, default=4)
     pre.set_defaults(func=cmd_pretrain)
+
+    meta = sub.add_parser("meta-train", help="meta-train the pre-trained backbone episodically (ProtoNet; cached); "
+                                             "jobs use it with checkpoint = \"meta-trained\"")
+    meta.add_argument("--model", required=True)
+    meta.add_argument("--resolution", type=int, default=64)
+    meta.add_argument("--episodes", type=int, default=EPISODES, help="episodes of %s (default %d)" % (PROTOCOL, EPISODES))
+    meta.set_defaults(func=cmd_meta_train)
     return parser
 
 

@@ -8,20 +8,23 @@ from pathlib import Path
 import torch
 
 from suites import models
-from suites.data import NAMES as DATA_NAMES
+from suites.data import IMAGEFOLDER, NAMES as DATA_NAMES, is_episodic
+from suites.data.episodes import EpisodeError, sample_episode
 from suites.methods import PlanContext, layer_table
 
 from . import registry
 from .cache import ArtifactCache
 from .executor import load_backbone
 from .job import Job, JobError, parse_cpus
-from .pretrain import dataset_artifacts, pretrain
+from .metatrain import META_TRAINED, meta_train
+from .pretrain import dataset_artifacts, fewshot_pool, imagefolder_pool, pretrain
 
 FORMAT = "odt-bench/execution-plan"
 VERSION = 1
 SYNTHETIC_CLASSES = 10
 SEED_DERIVATION = ("init = seed (model init, head init); data = seed + 1 (batch order, synthetic tensors); "
                    "calibration = seed + 2 (the int8 graph's activation scales)")
+EPISODE_SEED = "; episode = seed (its classes and images: suites.data.episodes), so every method of a seed sees one episode"
 
 
 def _user_checkpoint(path, cache):
@@ -51,6 +54,29 @@ def _check_batchnorm_statistics(model, job):
                        "larger resolution" % (job.method, job.resolution))
 
 
+def _checkpoint(job, cache):
+    """The backbone's sha256: the user's file, the meta-trained one, or the pre-trained one."""
+    if job.checkpoint == META_TRAINED:
+        return meta_train(job.model, job.resolution, cache)
+    if job.checkpoint:
+        return _user_checkpoint(job.checkpoint, cache)
+    return pretrain(job.model, job.resolution, cache)
+
+
+def _episode_data(job, cache):
+    if job.data == "mnist5k-fewshot":
+        pool = fewshot_pool(cache)
+    else:
+        pool = imagefolder_pool(job.data[len(IMAGEFOLDER):], job.resolution, cache)
+    labels = torch.load(cache.path(pool), weights_only=True)["y"].tolist()
+    try:
+        episode = sample_episode(labels, job.episode, job.seed)
+    except EpisodeError as exc:
+        raise JobError("data %r, episode %r, seed %d: %s" % (job.data, job.episode, job.seed, exc))
+    return {"kind": "episode", "name": job.data, "artifact": pool, "resolution": job.resolution,
+            "num_classes": len(episode.classes), "episode": episode.to_dict()}
+
+
 def _data(job: Job, cache: ArtifactCache):
     """(data spec, checkpoint sha or None)."""
     if job.data == "synthetic":
@@ -58,12 +84,12 @@ def _data(job: Job, cache: ArtifactCache):
                 "num_classes": SYNTHETIC_CLASSES}, None
     if job.data == "mnist5k-transfer":
         target = dataset_artifacts(cache)["target"]
-        if job.checkpoint:
-            checkpoint = _user_checkpoint(job.checkpoint, cache)
-        else:
-            checkpoint = pretrain(job.model, job.resolution, cache)
         return {"kind": "image-transfer", "name": job.data, "artifact": target,
-                "resolution": job.resolution, "num_classes": 5}, checkpoint
+                "resolution": job.resolution, "num_classes": 5}, _checkpoint(job, cache)
+    if is_episodic(job.data):
+        if not job.episode:
+            raise JobError("data %r is few-shot: set the job's episode protocol, e.g. 5way-5shot or vvvs" % job.data)
+        return _episode_data(job, cache), _checkpoint(job, cache)
     raise JobError("unknown data %r; known: %s" % (job.data, ", ".join(DATA_NAMES)))
 
 
@@ -89,21 +115,31 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
     if spec.get("resolution") not in (None, job.resolution):
         raise JobError("model %r takes %dx%d inputs only; set the job's resolution to %d (got %d)"
                        % (job.model, spec["resolution"], spec["resolution"], spec["resolution"], job.resolution))
+    if job.episode and data["kind"] != "episode":
+        raise JobError("job field 'episode' = %r needs few-shot data (mnist5k-fewshot or imagefolder:<directory>)"
+                       % job.episode)
     model = _starting_model(job, spec, data["num_classes"], checkpoint, cache)
+    context = PlanContext(job.model, layer_table(model), model, job.resolution)
+    on_device = getattr(method, "on_device", False)
     try:
-        update_plan = method.plan(PlanContext(job.model, layer_table(model), model, job.resolution), **params)
+        if on_device:  # the device chooses the plan from the data (TinyTrain); checked and resolved here
+            selection, update_plan = {"policy": job.method, "params": method.prepare(context, **params)}, None
+        else:
+            selection, update_plan = None, method.plan(context, **params)
     except ValueError as exc:
         raise JobError(str(exc))
-    filtered = any(layer["update"] == "filtered" for layer in update_plan["layers"])
+    if on_device and job.numeric != "fp32":
+        raise JobError("method %r selects on the fp32 model; use numeric 'fp32'" % job.method)
+    filtered = update_plan is not None and any(layer["update"] == "filtered" for layer in update_plan["layers"])
     if filtered and job.ops != "odt":
         raise JobError("method %r filters gradients, which only the op library does: set ops 'odt'" % job.method)
     if job.mode == "paired" and not filtered:
         raise JobError("mode 'paired' times a gradient-filtered plan against its exact twin; method %r filters "
                        "no layer" % job.method)
-    if job.numeric != "fp32" and update_plan["bn"] != "fold":
+    if job.numeric != "fp32" and update_plan and update_plan["bn"] != "fold":
         raise JobError("method %r trains BatchNorm, which the int8 graph does not have (BN is folded into "
                        "its convs); use numeric 'fp32' or a method that folds BN" % job.method)
-    if update_plan["bn"] == "train" and job.batch == 1:
+    if update_plan and update_plan["bn"] == "train" and job.batch == 1:
         _check_batchnorm_statistics(model, job)
     return {
         "format": FORMAT,
@@ -112,20 +148,28 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
         "model": {"name": job.model, "spec": spec, "num_classes": data["num_classes"]},
         "method": {"name": job.method, "params": params},
         "update_plan": update_plan,
+        "selection": selection,
         "ops": job.ops,
         "numeric": job.numeric,
         "device": job.device,
         "data": data,
         "checkpoint": checkpoint,
-        "schedule": {"batch": job.batch, "warmup": job.warmup, "steps": job.steps, "lr": job.lr,
+        "schedule": {"batch": _batch(job, data), "warmup": job.warmup, "steps": job.steps, "lr": job.lr,
                      "lr_schedule": job.lr_schedule, "momentum": 0.0},
         "seeds": {"seed": job.seed, "init": job.seed, "data": job.seed + 1,
-                  "derivation": SEED_DERIVATION},
+                  "derivation": SEED_DERIVATION + (EPISODE_SEED if job.episode else "")},
         "threads": job.threads,
         "cpus": parse_cpus(job.cpus),
         "mode": job.mode,
         "twin": exact_twin(update_plan) if job.mode == "paired" else None,
     }
+
+
+def _batch(job, data):
+    """The job's batch; on an episode at most its support set (each step then uses all of it)."""
+    if data["kind"] == "episode":
+        return min(job.batch, len(data["episode"]["support"]))
+    return job.batch
 
 
 def exact_twin(update_plan):

@@ -16,7 +16,9 @@ import torch
 
 from suites.data import make_batches
 from suites import quant
-from suites.methods import apply_plan, fold_batchnorm
+from suites.fewshot import prototype_head
+from suites.methods import PlanContext, apply_plan, fold_batchnorm, layer_table
+from suites.methods.tinytrain import full_forward_backward, select
 from suites.models import build
 from suites.ops import native
 from suites.train import Trainer, accuracy
@@ -50,6 +52,8 @@ def load_backbone(model, state, name):
 
 
 CALIBRATION_SAMPLES = 16
+SELECTION_REPEATS = 5
+"""Timed runs of an on-device selection (after one untimed), each beside one reference pass."""
 
 
 def calibration_batch(plan, arrays=None):
@@ -60,23 +64,34 @@ def calibration_batch(plan, arrays=None):
     return make_batches(spec, CALIBRATION_SAMPLES, plan["seeds"]["data"] + 1, arrays).next()[0]
 
 
-def prepare_model(plan, state=None, arrays=None, device="cpu"):
-    """``(model, trainable parameters)``: the plan's model, seeded, with the checkpoint ``state``
-    if any, as the int8 graph where the plan's numeric format asks (``suites.quant``), moved to
-    ``device``, and the plan applied (with QAS for ``int8``) there, so that the tensors the plan
-    creates (channel masks, QAS scales) live with the model."""
+def build_model(plan, state=None, arrays=None, device="cpu"):
+    """The plan's model before its update plan: seeded, with the checkpoint ``state`` if any, the
+    episode's prototype classifier (episode data, where the arrays are given), as the int8 graph
+    where the plan's numeric format asks (``suites.quant``), moved to ``device``."""
     torch.manual_seed(plan["seeds"]["init"])
     model = build(plan["model"]["spec"], plan["model"]["num_classes"])
     if state is not None:
         load_backbone(model, state, plan["checkpoint"][:12])
-    numeric = plan.get("numeric", "fp32")
-    if numeric != "fp32":
+    if arrays is not None and plan["data"]["kind"] == "episode":
+        prototype_head(model, *make_batches(plan["data"], 1, 0, arrays).support_set())
+    if plan.get("numeric", "fp32") != "fp32":
         model = quant.int8_graph(fold_batchnorm(model), calibration_batch(plan, arrays))
-    model.to(device)
-    params = apply_plan(model, plan["update_plan"], plan["ops"])
-    if numeric == "int8":
+    return model.to(device)
+
+
+def apply_update(model, plan, update_plan):
+    """Apply ``update_plan`` (with QAS for ``int8``) where the model lives, so that the tensors
+    the plan creates (channel masks, QAS scales) live with it; the trainable parameters."""
+    params = apply_plan(model, update_plan, plan["ops"])
+    if plan.get("numeric", "fp32") == "int8":
         quant.apply_qas(model)
-    return model, params
+    return params
+
+
+def prepare_model(plan, state=None, arrays=None, device="cpu"):
+    """``(model, trainable parameters)``: ``build_model`` with the plan's update plan applied."""
+    model = build_model(plan, state, arrays, device)
+    return model, apply_update(model, plan, plan["update_plan"])
 
 
 def place(threads, cpus=None):
@@ -147,10 +162,12 @@ class Execution:
         state = _artifact(artifacts_dir, plan["checkpoint"]) if plan.get("checkpoint") else None
         data = plan["data"]
         self.arrays = _artifact(artifacts_dir, data["artifact"]) if data.get("artifact") else None
-        self.model, params = prepare_model(plan, state, self.arrays, self.device)
+        self.model = build_model(plan, state, self.arrays, self.device)
         self.batches = self._fresh_batches()
-        schedule = plan["schedule"]
-        self.trainer = self._trainer(self.model, params)
+        self.selection = None
+        # a plan chosen on the device (TinyTrain) is applied after its timed selection, in run()
+        self.trainer = None if plan.get("selection") else self._trainer(
+            self.model, apply_update(self.model, plan, plan["update_plan"]))
         self.twin = None
         if plan["mode"] == "paired":  # the exact twin, built the same way from the same seed
             twin_plan = dict(plan, update_plan=plan["twin"]["update_plan"], ops=plan["twin"]["ops"])
@@ -169,6 +186,32 @@ class Execution:
         """The next training batch on the model's device (made on the CPU, copied untimed)."""
         x, y = self.batches.next()
         return x.to(self.device, non_blocking=False), y.to(self.device, non_blocking=False)
+
+    def select_plan(self, emit):
+        """The device-side selection on the support set (an episode's, else one training batch),
+        timed ``SELECTION_REPEATS`` times after one untimed run, interleaved with a full forward
+        and backward of every parameter on the same set (the reference its cost is held to);
+        then the chosen plan is applied."""
+        data = self.plan["data"]
+        x, y = self.batches.support_set() if data["kind"] == "episode" else self._fresh_batches().next()
+        x, y = x.to(self.device), y.to(self.device)
+        context = PlanContext(self.plan["model"]["name"], layer_table(self.model), self.model, data["resolution"])
+        params, seed = self.plan["selection"]["params"], self.plan["seeds"]["init"]
+        clock, times, reference = self.clock, [], []
+        self._region(emit, "start", "selection")
+        for i in range(SELECTION_REPEATS + 1):
+            t0 = clock()
+            record = select(context, x, y, params, seed)
+            t1 = clock()
+            full_forward_backward(self.model, x, y)
+            t2 = clock()
+            if i:
+                times.append(t1 - t0)
+                reference.append(t2 - t1)
+        self._region(emit, "stop", "selection")
+        record.update(support=len(y), selection_ns=times, reference_ns=reference)
+        self.trainer = self._trainer(self.model, apply_update(self.model, self.plan, record["update_plan"]))
+        return record
 
     def _region(self, emit, event, name):
         emit({"type": "region", "event": event, "name": name, "t": self.clock()})
@@ -257,6 +300,8 @@ class Execution:
     def run(self, emit):
         mode = self.plan["mode"]
         checks = syschecks.run_checks()
+        if self.trainer is None:
+            self.selection = self.select_plan(emit)
         before = self._accuracy(emit, "eval-before")
         decisions = self._calibrate(emit)
         # energy mode marks one long window with no I/O inside it; steps are sent after it closes
@@ -277,11 +322,13 @@ class Execution:
         return {
             "type": "result",
             "memory": peak.record(),
-            "accuracy": {"before": before, "after": after},
+            "accuracy": {"before": before, "after": after,
+                         "split": "episode's query set" if self.plan["data"]["kind"] == "episode" else "held-out split"},
             "calibration": decisions,
             "placement": self.placement,
             "ops_backend": self.ops_backend,
             "system_checks": checks,
             "overhead": overhead,
             "paired": paired,
+            "selection": self.selection,
         }

@@ -24,7 +24,7 @@ DEVICES = ("cpu", "cuda")
 """Where the model and batches live; ``threads`` and ``cpus`` stay host threads and CPUs."""
 MEASURED_FIELDS = ("model", "method", "method_params", "data", "checkpoint", "resolution", "batch",
                    "steps", "seed", "lr", "ops", "mode")
-LATER_MEASURED_FIELDS = {"numeric": "fp32", "lr_schedule": "constant", "device": "cpu"}
+LATER_MEASURED_FIELDS = {"numeric": "fp32", "lr_schedule": "constant", "device": "cpu", "episode": ""}
 """Measured fields added later, hashed only when not at their default, so older cell ids stay."""
 
 
@@ -49,6 +49,7 @@ class Job:
     ops: str = "stock"
     numeric: str = "fp32"
     device: str = "cpu"
+    episode: str = ""  # few-shot data: the episode protocol, e.g. "5way-5shot" or "vvvs"
     mode: str = "performance"
     timeout_s: float = 600.0
     checkpoint: Optional[str] = None
@@ -82,6 +83,9 @@ class Job:
             raise JobError("job field 'numeric' = %r needs ops 'stock': the op library is fp32 only" % self.numeric)
         if self.device not in DEVICES:
             raise JobError("job field 'device' is %r; known: %s" % (self.device, ", ".join(DEVICES)))
+        if not isinstance(self.episode, str):
+            raise JobError("job field 'episode' must be a protocol text like \"5way-5shot\" or \"vvvs\", got %r"
+                           % (self.episode,))
         if self.mode not in MODES:
             raise JobError("job field 'mode' is %r; known: %s" % (self.mode, ", ".join(MODES)))
         object.__setattr__(self, "method_params", dict(sorted(dict(self.method_params).items())))
@@ -109,8 +113,11 @@ class Job:
     @property
     def name(self) -> str:
         """Readable cell name, the same in logs, ``-k`` filters, pytest ids and exported benchmarks,
-        e.g. ``mbv2-w0.35-bp-last-k(k=6)-synthetic-r128-b1`` (``-energy`` etc. for other modes)."""
+        e.g. ``mbv2-w0.35-bp-last-k(k=6)-synthetic-r128-b1`` (then ``-5way-5shot`` for an episode
+        protocol, ``-energy`` etc. for other modes)."""
         name = "%s-%s-%s-r%d-b%d" % (self.model, self.label, self.data, self.resolution, self.batch)
+        if self.episode:
+            name += "-" + self.episode
         return name if self.mode == "performance" else "%s-%s" % (name, self.mode)
 
     def to_json(self) -> dict:
@@ -138,8 +145,14 @@ def parse_cpus(text):
     return sorted(cpus)
 
 
-NAME_DETAILS = (("lr", "lr%g"), ("seed", "s%d"), ("steps", "steps%d"), ("lr_schedule", "%s"))
-"""Fields a name leaves out, added (only those that differ) where cells would share a name."""
+NAME_DETAILS = (("lr", "lr%g"), ("seed", "s%d"), ("steps", "steps%d"), ("lr_schedule", "%s"), ("checkpoint", "%s"))
+"""Fields a name leaves out, added (only those that differ) where cells would share a name (no
+checkpoint reads ``pretrained``: the backbone pre-trained on the source classes)."""
+
+
+def _detail(job, field):
+    value = getattr(job, field)
+    return "pretrained" if value is None and field == "checkpoint" else value
 
 
 def unique_names(jobs):
@@ -154,7 +167,8 @@ def unique_names(jobs):
             names.update(dict.fromkeys(same, name))
             continue
         varying = [(f, fmt) for f, fmt in NAME_DETAILS if len({getattr(j, f) for j in same.values()}) > 1]
-        detailed = {cell: "-".join([name] + [fmt % getattr(j, f) for f, fmt in varying]) for cell, j in same.items()}
+        detailed = {cell: "-".join([name] + [fmt % _detail(j, f) for f, fmt in varying])
+                    for cell, j in same.items()}
         counts = {}
         for text in detailed.values():
             counts[text] = counts.get(text, 0) + 1

@@ -4,6 +4,7 @@ Raw step samples are stored as integer ns and summarised only when read (``timin
 other number is a ``Figure`` with unit, source and, when missing, a reason.
 """
 from dataclasses import asdict
+from statistics import median
 
 from .energy import TOTAL, EnergyError, energy_per_window
 from .target import DeviceRun
@@ -68,15 +69,32 @@ def device_figures(run: DeviceRun, target_name, observed=Source.MEASURED):
             memory["cuda_train_max_allocated_bytes"] - memory["cuda_train_start_allocated_bytes"], "bytes",
             observed, per="run", how="torch.cuda.max_memory_allocated() over the timed steps (peak statistics "
                                       "reset before them) minus memory_allocated() at their start" + scope)
+    held_out = "top-1 on the %s" % acc.get("split", "held-out split")
     for key in ("before", "after"):
         value = acc.get(key)
         figs["accuracy_" + key] = (
-            Figure(value, "fraction", Source.MEASURED, per="run", how="top-1 on the held-out split")
+            Figure(value, "fraction", Source.MEASURED, per="run", how=held_out)
             if value is not None else
             missing("fraction", Source.MEASURED, "synthetic data: a cost-only cell has no accuracy",
                     per="run"))
+    figs.update(selection_figures(run.result.get("selection")))
     figs.update(energy_figures(run, target_name, observed))
     return figs
+
+
+def selection_figures(selection):
+    """An on-device selection's cost (TinyTrain): median time of its timed runs and of the
+    reference pass beside them; {} where the plan was chosen on the host."""
+    if not selection:
+        return {}
+    n, support = len(selection["selection_ns"]), selection["support"]
+    return {
+        "selection_ns": Figure(median(selection["selection_ns"]), "ns", Source.MEASURED, per="run",
+                               how="median of %d timed selections on the support set (%d images)" % (n, support)),
+        "selection_reference_ns": Figure(
+            median(selection["reference_ns"]), "ns", Source.MEASURED, per="run",
+            how="median of %d forward+backward passes of every parameter on the same support set (BN in eval "
+                "mode), each run right after a timed selection" % n)}
 
 
 def flatten(figures, prefix=""):
@@ -106,6 +124,7 @@ def measurement(run: DeviceRun, analysis, target_name, numeric="fp32"):
         "system_checks": run.result.get("system_checks", []),
         "overhead": run.result.get("overhead"),
         "paired": run.result.get("paired"),
+        "selection": run.result.get("selection"),
         "health": run.health,
         "trace": None if run.trace is None else asdict(run.trace),
         "clock_offset": None if run.clock_offset is None else asdict(run.clock_offset),

@@ -29,7 +29,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from suites import models
-from suites.data import NAMES as DATA_NAMES
+from suites.data import NAMES as DATA_NAMES, is_episodic, known as known_data
+from suites.data.episodes import EpisodeError, parse_protocol
 
 from . import registry
 from .job import Job, JobError
@@ -80,8 +81,19 @@ def _check_names(where, job):
         registry.method_with_params(job.method, job.method_params)
     except (KeyError, JobError) as exc:
         raise PlanError("%s: %s" % (where, exc))
-    if job.data not in DATA_NAMES:
+    if not known_data(job.data):
         raise PlanError("%s: unknown data %r; known: %s" % (where, job.data, ", ".join(DATA_NAMES)))
+    if is_episodic(job.data) and not job.episode:
+        raise PlanError("%s: data %r is few-shot: give the episode protocol, e.g. episode = \"5way-5shot\" "
+                        "or \"vvvs\"" % (where, job.data))
+    if job.episode and not is_episodic(job.data):
+        raise PlanError("%s: episode %r needs few-shot data (mnist5k-fewshot or imagefolder:<directory>), "
+                        "not %r" % (where, job.episode, job.data))
+    if job.episode:
+        try:
+            parse_protocol(job.episode)
+        except EpisodeError as exc:
+            raise PlanError("%s: %s" % (where, exc))
 
 
 def _product(table):

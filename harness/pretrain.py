@@ -2,12 +2,17 @@
 
 Both live in the content-hashed cache, found again by their recipe, so they are made once.
 Pre-training: the model with BN in train mode, SGD with momentum, on the source classes.
+Few-shot pools (``x``, ``y``, ``classes``; episodes index into them): the MNIST-5k target classes
+(both splits pooled), or a user's ImageFolder directory decoded at the job's resolution (found
+again by its file listing: paths, sizes, modification times).
 """
+import hashlib
 import logging
+import os
 
 import torch
 
-from suites.data import make_batches
+from suites.data import imagefolder, make_batches
 from suites.data import mnist
 from suites.models import build, spec
 from suites.train import Trainer, accuracy
@@ -30,6 +35,46 @@ def dataset_artifacts(cache: ArtifactCache):
             out[part] = cache.put_torch(arrays)
             cache.remember(dict(DATASET_RECIPE, part=part), out[part])
     return out
+
+
+def fewshot_pool(cache: ArtifactCache):
+    """sha256 of the MNIST-5k few-shot pool: the target digits 5-9 of both splits (labels 0-4)."""
+    recipe = dict(DATASET_RECIPE, part="fewshot-pool")
+    sha = cache.lookup(recipe)
+    if sha is None:
+        target = torch.load(cache.path(dataset_artifacts(cache)["target"]), weights_only=True)
+        sha = cache.put_torch({"x": torch.cat([target["x_train"], target["x_test"]]),
+                               "y": torch.cat([target["y_train"], target["y_test"]]),
+                               "classes": [str(int(c)) for c in target["classes"]]})
+        cache.remember(recipe, sha)
+    return sha
+
+
+def _listing(root):
+    """sha256 over every file under ``root``: relative path, size and modification time."""
+    digest = hashlib.sha256()
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            info = os.stat(path)
+            digest.update(("%s\0%d\0%d\n" % (os.path.relpath(path, root), info.st_size, info.st_mtime_ns)).encode())
+    return digest.hexdigest()
+
+
+def imagefolder_pool(root, size, cache: ArtifactCache):
+    """sha256 of the few-shot pool of the ImageFolder directory ``root`` at ``size`` px (decoded
+    once per listing; ``ImageFolderError`` names what is wrong with the directory)."""
+    root = os.path.abspath(root)
+    recipe = {"what": "dataset", "name": "imagefolder", "version": 1, "root": root, "size": size,
+              "listing": _listing(root) if os.path.isdir(root) else None}
+    sha = cache.lookup(recipe)
+    if sha is None:
+        log.info("decoding the ImageFolder directory %s at %d px", root, size)
+        arrays = imagefolder.load_imagefolder(root, size)
+        sha = cache.put_torch({"x": arrays["x"], "y": arrays["y"], "classes": arrays["classes"]})
+        cache.remember(recipe, sha)
+    return sha
 
 
 def pretrain(model_name, resolution, cache: ArtifactCache, epochs=4, batch=32, lr=0.05, seed=0):

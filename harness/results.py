@@ -17,7 +17,8 @@ from .stats import summary
 
 CELL_COLUMNS = ["target", "run_id", "cell_id", "name", "warmup"]
 """Every row of a record: which cell, its readable name and the warm-up steps it ran."""
-COLUMNS = CELL_COLUMNS + ["model", "method", "label", "data", "resolution", "batch", "mode", "lr", "seed", "status",
+COLUMNS = CELL_COLUMNS + ["model", "method", "label", "data", "resolution", "batch", "mode", "lr", "seed",
+                          "episode", "checkpoint", "status",
                           "quantity", "value", "unit", "source", "per", "reason", "n", "q1", "q3",
                           "samples"]
 CALIBRATION_KEYS = ["warmup_min", "warmup_max", "warmup_steps", "warmup_stop", "window", "tolerance",
@@ -64,7 +65,8 @@ def _rows(record, names):
     job = record["job"]
     base = dict(_cell(record, names), model=job["model"], method=job["method"],
                 label=Job.from_json(job).label, data=job["data"], resolution=job["resolution"],
-                batch=job["batch"], mode=job["mode"], lr=job["lr"], seed=job["seed"], status=record["status"])
+                batch=job["batch"], mode=job["mode"], lr=job["lr"], seed=job["seed"],
+                episode=job.get("episode", ""), checkpoint=job.get("checkpoint"), status=record["status"])
     nan = float("nan")
     if record["status"] != "ok":
         error = record.get("error") or {}

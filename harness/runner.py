@@ -77,6 +77,9 @@ class Runner:
             run = self.target.run(plan, job.timeout_s)
         except TargetError as exc:
             return self._failed(job, exc.failure.value, str(exc), exc.detail)
+        selection = run.result.get("selection")
+        if selection:  # the plan the device chose (TinyTrain) is the plan measured
+            plan = dict(plan, update_plan=selection["update_plan"])
         try:
             analysis = analyze(plan)
         except Exception as exc:  # a bug in host analysis must not lose the device's data

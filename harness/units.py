@@ -56,21 +56,3 @@ class Figure:
 
 def missing(unit, source, reason, per="batch"):
     return Figure(None, unit, source, per=per, reason=reason)
-
-
-
-BYTE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, "kB": 1000, "KB": 1000, "MB": 1000 ** 2,
-              "GB": 1000 ** 3}
-"""Binary (KiB = 1024 B) and decimal (kB = KB = 1000 B) byte units for sizes given as text."""
-
-
-def parse_bytes(text, what="size"):
-    """``"100KiB"`` -> 102400, ``"0.1MB"`` -> 100000; a size without a unit is an error, since
-    "100" could mean bytes, KB or KiB."""
-    import re
-
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]+)\s*", str(text))
-    if not match or match.group(2) not in BYTE_UNITS:
-        raise ValueError("%s %r needs a number and a unit, e.g. 100KiB (1 KiB = 1024 B) or 0.1MB; units: %s"
-                         % (what, text, ", ".join(BYTE_UNITS)))
-    return int(round(float(match.group(1)) * BYTE_UNITS[match.group(2)]))

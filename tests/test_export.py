@@ -222,8 +222,11 @@ def test_cells_that_share_a_name_get_what_tells_them_apart_added():
 
 
 def test_cells_that_differ_only_in_what_names_leave_out_get_their_cell_id_added():
-    a, b = _job(checkpoint=None), _job(checkpoint="mine.pt")
-    assert unique_names([a, b]) == {a.cell_id: "%s-%s" % (a.name, a.cell_id), b.cell_id: "%s-%s" % (b.name, b.cell_id)}
+    a, b = _job(lr=0.1), _job(lr=0.1000001)  # both print as lr0.1
+    assert unique_names([a, b]) == {a.cell_id: "%s-lr0.1-%s" % (a.name, a.cell_id),
+                                    b.cell_id: "%s-lr0.1-%s" % (b.name, b.cell_id)}
+    own, default = _job(checkpoint="mine.pt"), _job(checkpoint=None)
+    assert unique_names([own, default]) == {own.cell_id: own.name + "-mine.pt", default.cell_id: default.name + "-pretrained"}
     lr = [_job(lr=0.1, seed=s) for s in (0, 1)] + [_job(lr=0.3, seed=0)]
     assert sorted(unique_names(lr).values()) == sorted("%s-lr%s-s%d" % (lr[0].name, r, s) for r, s in ((0.1, 0), (0.1, 1), (0.3, 0)))
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from harness.analysis.counts import forward_layers, layer_macs
+from suites.counts import forward_layers, layer_macs
 from suites import models
 from suites.methods import fold_batchnorm, layer_table
 

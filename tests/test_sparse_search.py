@@ -7,14 +7,14 @@ import random
 import pytest
 import torch
 
-from harness.analysis.counts import Int8Memory, analytic_counts
+from suites.counts import Int8Memory, analytic_counts
 from harness.cache import ArtifactCache
 from harness.cli import main
 from harness.compile import compile_job
 from harness.contributions import FORMAT, Analysis, load_table
 from harness.job import Job
 from harness.sparse_search import RATIOS, BudgetError, Contributions, Search, channels
-from harness.units import parse_bytes
+from suites.quantities import parse_bytes
 from suites import models
 from tests.helpers import plan_for
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.analysis import analyze
-from harness.analysis.counts import analytic_counts
+from suites.counts import analytic_counts
 from harness.cache import ArtifactCache
 from harness.compile import compile_job
 from harness.executor import prepare_model

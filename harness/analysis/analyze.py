@@ -9,7 +9,7 @@ from ..executor import prepare_model
 from ..units import Figure, Source, missing
 from .allocator import HOW as ALLOCATOR
 from .allocator import allocator_saved_bytes
-from .counts import analytic_counts
+from suites.counts import analytic_counts
 from .flops import count_flops
 from .saved import measure_saved
 

@@ -18,6 +18,7 @@ from ..results import CellTables, cell_tables
 from ..stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from . import checks, figures
 from .accuracy import accuracy_grid_section
+from .fewshot import fewshot_section, is_episodic
 from .ops import ops_section
 from .tables import (
     FULL,
@@ -190,7 +191,8 @@ def render(table: pd.DataFrame, out_dir: Path, sources: list[str], cells: CellTa
     sections = [_preamble(sources)]
     sections += [_group_section(group, out_dir, used) for group in groups] or ["No successful results."]
     sections.append(_accuracy_section(groups, out_dir, used))
-    sections.append(accuracy_grid_section(ok))
+    sections.append(accuracy_grid_section(ok[~is_episodic(ok["data"])]))
+    sections.append(fewshot_section(ok))
     sections.append(ops_section(groups))
     sections.append(checks.overhead_section(cells.overhead))
     sections.append(checks.paired_section(cells.paired))

@@ -1,10 +1,24 @@
-"""Datasets: synthetic tensors for cost-only cells and the MNIST-5k transfer task.
+"""Datasets: synthetic tensors for cost-only cells, the MNIST-5k transfer task and few-shot
+episodes (from the MNIST-5k target classes or a user's class-per-folder directory).
 
 Device side: turning a dataset artifact (or a synthetic spec) into batches. The host side that
-builds the artifact from the package-shipped images lives in ``suites.data.mnist``.
+builds the artifacts lives in ``suites.data.mnist`` (shipped images), ``suites.data.imagefolder``
+(user directories) and ``suites.data.episodes`` (episode sampling).
 """
 from .batches import Batches, make_batches
 
-NAMES = ("synthetic", "mnist5k-transfer")
+NAMES = ("synthetic", "mnist5k-transfer", "mnist5k-fewshot", "imagefolder:<directory>")
+IMAGEFOLDER = "imagefolder:"
+"""Prefix of a data name that points at a class-per-folder directory: ``imagefolder:/data/dtd``."""
 
-__all__ = ["Batches", "make_batches", "NAMES"]
+
+def is_episodic(name):
+    """Few-shot data: each cell adapts on one episode's support set and scores on its query set."""
+    return name == "mnist5k-fewshot" or name.startswith(IMAGEFOLDER)
+
+
+def known(name):
+    return name in NAMES[:3] or (name.startswith(IMAGEFOLDER) and len(name) > len(IMAGEFOLDER))
+
+
+__all__ = ["Batches", "make_batches", "NAMES", "IMAGEFOLDER", "is_episodic", "known"]

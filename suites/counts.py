@@ -1,7 +1,9 @@
 """Analytic counts from the model's structure and the plan, each under a named convention.
 
 Structure comes from one forward of the model *as built* (BN unfolded, stock layers), recording
-every conv, linear, ReLU6 and ReLU in forward order; the plan says what each layer trains. A
+every conv, linear, ReLU6 and ReLU in forward order (``forward_layers``); the plan says what each
+layer trains, and ``plan_counts`` is plain arithmetic over the two, so a policy on the device
+(TinyTrain) costs its candidate plans with the same code the host reports them with. A
 ``channels`` update trains the fraction k / C of a conv's weight (k of its C input channels;
 depthwise: of its channels).
 
@@ -34,7 +36,7 @@ Conventions, per batch of B unless marked per sample:
   saved input element of the trained channels and 8 bits per trained weight (an SRAM copy); the
   classifier's input at 8 bits per element, its weights 0; no optimizer state.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -109,17 +111,26 @@ def analytic_counts(plan, x):
     """Every count above for ``plan`` on the batch ``x``, from the plan's model as built."""
     torch.manual_seed(plan["seeds"]["init"])
     model = build(plan["model"]["spec"], plan["model"]["num_classes"])
-    layers = forward_layers(model, plan, x)
+    counts = plan_counts(forward_layers(model, None, x), plan["update_plan"])
+    counts["params"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
+def plan_counts(structure, update_plan):
+    """The counts of ``update_plan`` over ``structure`` (``forward_layers`` of the model without a
+    plan), ``params`` aside: plain arithmetic, so a policy can cost many candidate plans quickly."""
+    entries = {layer["name"]: layer for layer in update_plan["layers"]}
     counts = dict.fromkeys(("forward_macs", "exact_backward_macs", "tinytrain_macs", "gradfilter_flops",
                             "saved_inputs_fp32", "trainable_params"), 0)
     plan_bytes = int8_bits = 0
     after_trainable = after_trainable_conv = False
-    for layer in layers:
-        update = layer.update.get("update")
+    for layer in structure:
         if isinstance(layer.module, ACTIVATIONS):
             if after_trainable:
                 plan_bytes += -(-_numel(layer.in_shape[1:]) // 8)
             continue
+        layer = replace(layer, update=entries.get(layer.name, {}))
+        update = layer.update.get("update")
         conv = isinstance(layer.module, nn.Conv2d)
         fraction = layer.trained_fraction
         weight_grad = round(layer.macs * fraction)
@@ -135,11 +146,10 @@ def analytic_counts(plan, x):
             counts["saved_inputs_fp32"] += kept
         if update != "frozen":
             int8_bits += _int8_bits(layer, per_sample_in, fraction)
-            counts["trainable_params"] += _trainable(layer.module, fraction, plan["update_plan"]["bn"])
+            counts["trainable_params"] += _trainable(layer.module, fraction, update_plan["bn"])
         plan_bytes += kept
         after_trainable = after_trainable or update != "frozen"
-    counts["params"] = sum(p.numel() for p in model.parameters())
-    counts["plan_fp32"] = plan_bytes if plan["update_plan"]["bn"] == "fold" else None
+    counts["plan_fp32"] = plan_bytes if update_plan["bn"] == "fold" else None
     counts["sparseupdate_int8"] = -(-int8_bits // 8)
     return counts
 

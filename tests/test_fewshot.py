@@ -1,0 +1,120 @@
+"""Few-shot data end to end: episode cells on the shipped data and on an ImageFolder directory,
+the prototype head, the meta-trained backbone, and bad episodes."""
+import pytest
+import torch
+from PIL import Image
+
+from harness.cache import ArtifactCache
+from harness.compile import compile_job
+from harness.executor import Execution, ExecutionError
+from harness.job import Job, JobError
+from harness.metatrain import META_TRAINED, meta_train
+from harness.plan import PlanError, jobs_from
+from harness.pretrain import pretrain
+from suites import models
+from suites.data import make_batches
+from suites.fewshot import distance_logits, features, prototype_head, prototypes
+
+RESOLUTION = 32
+
+
+def test_the_prototype_head_predicts_the_nearest_prototype():
+    torch.manual_seed(0)
+    model = models.build(models.spec("mbv2-w0.35"), 4)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 3, RESOLUTION, RESOLUTION, generator=gen), torch.arange(12) % 4
+    prototype_head(model, x, y)
+    model.eval()
+    with torch.no_grad():
+        queries = torch.randn(20, 3, RESOLUTION, RESOLUTION, generator=gen)
+        feats = features(model, queries)
+        protos = torch.stack([features(model, x)[y == c].mean(0) for c in range(4)])
+        assert torch.equal(model(queries).argmax(1), torch.cdist(feats, protos).argmin(1))
+        assert torch.equal(distance_logits(feats, protos).argmax(1), model(queries).argmax(1))
+
+
+def test_prototypes_need_every_class():
+    with pytest.raises(ValueError, match="class 2 has no support image"):
+        prototypes(torch.zeros(4, 3), torch.tensor([0, 1, 0, 1]), 3)
+
+
+def _episode_plan(**kw):
+    fields = dict(model="mbv2-w0.35", method="last-layer", data="mnist5k-fewshot", episode="3way-2shot-4query",
+                  resolution=RESOLUTION, batch=32, steps=2, warmup=0, ops="odt")
+    fields.update(kw)
+    return compile_job(Job(**fields), ArtifactCache())
+
+
+def test_an_episode_cell_adapts_on_its_support_set_and_scores_on_its_query_set():
+    plan = _episode_plan(seed=3)
+    episode = plan["data"]["episode"]
+    assert plan["data"]["kind"] == "episode" and plan["model"]["num_classes"] == 3
+    assert plan["schedule"]["batch"] == len(episode["support"]) == 6  # at most the support set
+    assert "episode = seed" in plan["seeds"]["derivation"]
+    assert _episode_plan(seed=3)["data"]["episode"] == episode  # seeded
+    assert _episode_plan(seed=4)["data"]["episode"] != episode
+    pool = torch.load(ArtifactCache().path(plan["data"]["artifact"]), weights_only=True)
+    assert not set(episode["support"]) & set(episode["query"])
+    # every class of the episode is one digit of the pool, relabelled by its position
+    for indices, labels in ((episode["support"], episode["support_labels"]), (episode["query"], episode["query_labels"])):
+        assert [episode["classes"][label] for label in labels] == pool["y"][indices].tolist()
+    batches = make_batches(plan["data"], 6, 0, pool)
+    x, y = batches.next()
+    assert x.shape == (6, 3, RESOLUTION, RESOLUTION) and sorted(y.tolist()) == sorted(episode["support_labels"])
+    assert sum(len(yb) for _, yb in batches.evaluation()) == len(episode["query"]) == 12
+
+
+def test_an_empty_support_set_is_refused_by_the_device():
+    plan = _episode_plan()
+    plan["data"]["episode"] = dict(plan["data"]["episode"], support=[], support_labels=[])
+    with pytest.raises(ValueError, match="support set is empty"):
+        Execution(plan, str(ArtifactCache().objects), lambda: 0)
+
+
+def test_few_shot_data_and_episode_fields_go_together():
+    base = {"model": "mbv2-w0.35", "method": "last-layer"}
+    with pytest.raises(PlanError, match="give the episode protocol"):
+        jobs_from({"cells": [dict(base, data="mnist5k-fewshot")]})
+    with pytest.raises(PlanError, match="needs few-shot data"):
+        jobs_from({"cells": [dict(base, data="mnist5k-transfer", episode="5way-1shot")]})
+    with pytest.raises(PlanError, match="out of range"):
+        jobs_from({"cells": [dict(base, data="mnist5k-fewshot", episode="5way-0shot")]})
+
+
+def _image_folder(root, classes=3, per_class=5):
+    gen = torch.Generator().manual_seed(0)
+    for c in range(classes):
+        (root / ("class%d" % c)).mkdir(parents=True)
+        for i in range(per_class):
+            colour = tuple(int(v) for v in torch.randint(0, 256, (3,), generator=gen))
+            Image.new("RGB", (20, 14), colour).save(root / ("class%d" % c) / ("%d.png" % i))
+    return root
+
+
+def test_an_imagefolder_episode_runs_on_the_device(tmp_path):
+    root = _image_folder(tmp_path / "data")
+    plan = _episode_plan(data="imagefolder:%s" % root, episode="3way-2shot-3query", seed=1)
+    assert plan["data"]["num_classes"] == 3 and len(plan["data"]["episode"]["query"]) == 9
+    execution = Execution(plan, str(ArtifactCache().objects), lambda: 0)
+    result = execution.run(lambda message: None)
+    assert result["accuracy"]["split"] == "episode's query set"
+    assert result["accuracy"]["after"] is not None
+    with pytest.raises(JobError, match="asks 4 ways but the data has 3 classes"):
+        _episode_plan(data="imagefolder:%s" % root, episode="4way-1shot")
+    (root / "class1" / "0.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="0.png"):
+        _episode_plan(data="imagefolder:%s" % root, episode="3way-1shot")
+
+
+def test_meta_training_makes_its_own_cached_backbone():
+    cache = ArtifactCache()
+    sha = meta_train("mbv2-w0.35", RESOLUTION, cache, episodes=2)
+    assert sha != pretrain("mbv2-w0.35", RESOLUTION, cache)
+    assert meta_train("mbv2-w0.35", RESOLUTION, cache, episodes=2) == sha  # found again by its recipe
+    state = torch.load(cache.path(sha), weights_only=True)
+    before = torch.load(cache.path(pretrain("mbv2-w0.35", RESOLUTION, cache)), weights_only=True)
+    backbone = [k for k in state if not k.startswith("classifier.") and state[k].is_floating_point()]
+    assert any(not torch.equal(state[k], before[k]) for k in backbone)
+    assert all(torch.equal(state[k], before[k]) for k in state if k.startswith("classifier."))
+    # a job names it by its checkpoint field; compile finds (or makes) the default recipe's
+    assert _episode_plan(checkpoint=META_TRAINED)["checkpoint"] == meta_train("mbv2-w0.35", RESOLUTION, cache)
