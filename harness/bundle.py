@@ -26,6 +26,7 @@ DEVICE_FILES = (
     "suites/fewshot.py",
     "suites/methods/__init__.py",
     "suites/methods/apply.py",
+    "suites/methods/sparse_update.py",
     "suites/methods/stock.py",
     "suites/methods/tinytrain.py",
     "suites/methods/update_plan.py",

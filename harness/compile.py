@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from suites import models
-from suites.data import IMAGEFOLDER, NAMES as DATA_NAMES, is_episodic
+from suites.data import IMAGEFOLDER, NAMES as DATA_NAMES, episode_mismatch, is_episodic
 from suites.data.episodes import EpisodeError, sample_episode
 from suites.methods import PlanContext, layer_table
 
@@ -87,8 +87,6 @@ def _data(job: Job, cache: ArtifactCache):
         return {"kind": "image-transfer", "name": job.data, "artifact": target,
                 "resolution": job.resolution, "num_classes": 5}, _checkpoint(job, cache)
     if is_episodic(job.data):
-        if not job.episode:
-            raise JobError("data %r is few-shot: set the job's episode protocol, e.g. 5way-5shot or vvvs" % job.data)
         return _episode_data(job, cache), _checkpoint(job, cache)
     raise JobError("unknown data %r; known: %s" % (job.data, ", ".join(DATA_NAMES)))
 
@@ -110,14 +108,14 @@ def _starting_model(job, spec, num_classes, checkpoint, cache):
 
 def compile_job(job: Job, cache: ArtifactCache) -> dict:
     method, params = registry.method_with_params(job.method, job.method_params)
+    mismatch = episode_mismatch(job.data, job.episode)
+    if mismatch:
+        raise JobError(mismatch)
     spec = models.spec(job.model)
     data, checkpoint = _data(job, cache)
     if spec.get("resolution") not in (None, job.resolution):
         raise JobError("model %r takes %dx%d inputs only; set the job's resolution to %d (got %d)"
                        % (job.model, spec["resolution"], spec["resolution"], spec["resolution"], job.resolution))
-    if job.episode and data["kind"] != "episode":
-        raise JobError("job field 'episode' = %r needs few-shot data (mnist5k-fewshot or imagefolder:<directory>)"
-                       % job.episode)
     model = _starting_model(job, spec, data["num_classes"], checkpoint, cache)
     context = PlanContext(job.model, layer_table(model), model, job.resolution)
     on_device = getattr(method, "on_device", False)

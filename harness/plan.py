@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from suites import models
-from suites.data import NAMES as DATA_NAMES, is_episodic, known as known_data
+from suites.data import NAMES as DATA_NAMES, episode_mismatch, known as known_data
 from suites.data.episodes import EpisodeError, parse_protocol
 
 from . import registry
@@ -83,12 +83,9 @@ def _check_names(where, job):
         raise PlanError("%s: %s" % (where, exc))
     if not known_data(job.data):
         raise PlanError("%s: unknown data %r; known: %s" % (where, job.data, ", ".join(DATA_NAMES)))
-    if is_episodic(job.data) and not job.episode:
-        raise PlanError("%s: data %r is few-shot: give the episode protocol, e.g. episode = \"5way-5shot\" "
-                        "or \"vvvs\"" % (where, job.data))
-    if job.episode and not is_episodic(job.data):
-        raise PlanError("%s: episode %r needs few-shot data (mnist5k-fewshot or imagefolder:<directory>), "
-                        "not %r" % (where, job.episode, job.data))
+    mismatch = episode_mismatch(job.data, job.episode)
+    if mismatch:
+        raise PlanError("%s: %s" % (where, mismatch))
     if job.episode:
         try:
             parse_protocol(job.episode)

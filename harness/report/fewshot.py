@@ -99,13 +99,17 @@ def _section(key: tuple, rows: pd.DataFrame) -> str:
     return "\n\n".join([title, markdown_table(columns)])
 
 
-def is_episodic(data: pd.Series) -> pd.Series:
-    return (data == "mnist5k-fewshot") | data.str.startswith("imagefolder:")
+def is_episodic(table: pd.DataFrame) -> pd.Series:
+    """Rows of few-shot cells: only they carry an episode protocol (plans and compile enforce it;
+    tables from journals older than the field have no such column)."""
+    if "episode" not in table:
+        return pd.Series(False, index=table.index)
+    return table["episode"].fillna("") != ""
 
 
 def fewshot_section(ok: pd.DataFrame) -> str:
     """``""`` unless the table has few-shot cells."""
-    rows = ok[is_episodic(ok["data"]) & ok["quantity"].isin(QUANTITIES)]
+    rows = ok[is_episodic(ok) & ok["quantity"].isin(QUANTITIES)]
     if rows.empty:
         return ""
     intro = ("Few-shot episodes: each seed is one episode (its classes and images), the same for every method. "

@@ -191,7 +191,7 @@ def render(table: pd.DataFrame, out_dir: Path, sources: list[str], cells: CellTa
     sections = [_preamble(sources)]
     sections += [_group_section(group, out_dir, used) for group in groups] or ["No successful results."]
     sections.append(_accuracy_section(groups, out_dir, used))
-    sections.append(accuracy_grid_section(ok[~is_episodic(ok["data"])]))
+    sections.append(accuracy_grid_section(ok[~is_episodic(ok)]))
     sections.append(fewshot_section(ok))
     sections.append(ops_section(groups))
     sections.append(checks.overhead_section(cells.overhead))

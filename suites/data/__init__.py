@@ -17,8 +17,18 @@ def is_episodic(name):
     return name == "mnist5k-fewshot" or name.startswith(IMAGEFOLDER)
 
 
+def episode_mismatch(name, episode):
+    """Why data ``name`` and the job's ``episode`` protocol do not go together, or None."""
+    if is_episodic(name) and not episode:
+        return ("data %r is few-shot: give the episode protocol, e.g. episode = \"5way-5shot\" or \"vvvs\""
+                % name)
+    if episode and not is_episodic(name):
+        return "episode %r needs few-shot data (mnist5k-fewshot or imagefolder:<directory>), not %r" % (episode, name)
+    return None
+
+
 def known(name):
     return name in NAMES[:3] or (name.startswith(IMAGEFOLDER) and len(name) > len(IMAGEFOLDER))
 
 
-__all__ = ["Batches", "make_batches", "NAMES", "IMAGEFOLDER", "is_episodic", "known"]
+__all__ = ["Batches", "make_batches", "NAMES", "IMAGEFOLDER", "is_episodic", "episode_mismatch", "known"]

@@ -51,6 +51,7 @@ from .. import models
 from ..counts import forward_layers, layer_macs, plan_counts
 from ..quantities import parse_bytes, parse_macs
 from .apply import fold_batchnorm
+from .sparse_update import load_scheme, scheme_plan, top_channels
 from .stock import Method, n_convs
 from .update_plan import make_plan
 
@@ -122,8 +123,6 @@ RELATIVE = re.compile(r"\s*(?:([0-9]*\.?[0-9]+)\s*\*\s*)?sparse-update:(\S+)\s*"
 def _budget(context, layers, param, text, convention, parse):
     relative = RELATIVE.fullmatch(text)
     if relative:
-        from .sparse_update import load_scheme, scheme_plan
-
         factor, preset = float(relative.group(1) or 1), relative.group(2)
         plan = scheme_plan(context, load_scheme(context.model_name, preset))
         return int(factor * plan_counts(layers, plan)[convention])
@@ -177,14 +176,10 @@ def fisher_potentials(model, x, y):
 def _channels(criterion, conv, folded, delta, ratio, seed, index):
     count = channel_count(conv, ratio)
     if criterion == "fisher":
-        scores = delta
-    elif criterion == "l2-norm":
-        weight = folded.weight.detach()
-        dim = 0 if conv.groups > 1 else 1
-        scores = weight.transpose(0, dim).reshape(weight.shape[dim], -1).norm(dim=1)
-    else:
-        return sorted(random.Random(seed * 100003 + index).sample(range(_width(conv)), count))
-    return sorted(torch.sort(scores, descending=True, stable=True).indices[:count].tolist())
+        return sorted(torch.sort(delta, descending=True, stable=True).indices[:count].tolist())
+    if criterion == "l2-norm":
+        return top_channels(folded.weight.detach(), ratio, conv.groups > 1)
+    return sorted(random.Random(seed * 100003 + index).sample(range(_width(conv)), count))
 
 
 def select(context, x, y, params, seed):
