@@ -1,5 +1,6 @@
 """Few-shot data end to end: episode cells on the shipped data and on an ImageFolder directory,
 the prototype head, the meta-trained backbone, and bad episodes."""
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -11,6 +12,7 @@ from harness.job import Job, JobError
 from harness.metatrain import META_TRAINED, meta_train
 from harness.plan import PlanError, jobs_from
 from harness.pretrain import pretrain
+from harness.report.fewshot import fewshot_section
 from suites import models
 from suites.data import make_batches
 from suites.fewshot import distance_logits, features, prototype_head, prototypes
@@ -118,3 +120,27 @@ def test_meta_training_makes_its_own_cached_backbone():
     assert all(torch.equal(state[k], before[k]) for k in state if k.startswith("classifier."))
     # a job names it by its checkpoint field; compile finds (or makes) the default recipe's
     assert _episode_plan(checkpoint=META_TRAINED)["checkpoint"] == meta_train("mbv2-w0.35", RESOLUTION, cache)
+
+
+def _accuracy_rows(backbone, method, accuracies):
+    """Long-table rows (harness.results' columns) of one method's episodes."""
+    label = "tinytrain(ratio=0.5)" if method == "tinytrain" else method
+    return [dict(target="local", run_id="r1", cell_id=f"{backbone}-{method}-{seed}", model="mbv2-w0.35",
+                 method=method, label=label, data="mnist5k-fewshot", resolution=64, batch=25, lr=0.1,
+                 seed=seed, episode="5way-5shot", checkpoint=backbone, status="ok", quantity=quantity,
+                 value=value)
+            for seed, accuracy in enumerate(accuracies)
+            for quantity, value in (("accuracy_before", 0.5), ("accuracy_after", accuracy))]
+
+
+def test_the_report_pairs_methods_within_one_backbone():
+    rows = (_accuracy_rows(None, "tinytrain", [0.6, 0.6, 0.6]) + _accuracy_rows(None, "last-layer", [0.5] * 3)
+            + _accuracy_rows(META_TRAINED, "tinytrain", [0.7] * 3)
+            + _accuracy_rows(META_TRAINED, "last-layer", [0.8] * 3))
+    text = fewshot_section(pd.DataFrame(rows))
+    sections = {section.splitlines()[0].rsplit(" · ", 1)[1]: section for section in text.split("### ")[1:]}
+    pretrained, meta = sections.pop("pretrained backbone"), sections.pop(f"{META_TRAINED} backbone")
+    assert not sections
+    for section, difference in ((pretrained, "+10.0"), (meta, "-10.0")):
+        row = next(line for line in section.splitlines() if line.startswith("| last-layer"))
+        assert f"{difference} [{difference}–{difference}] (n=3)" in row, row

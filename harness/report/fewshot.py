@@ -1,6 +1,7 @@
 """The report section on few-shot episodes: per method, over the episodes (seeds) of one model,
-data, resolution and protocol, the query accuracy before any update (ProtoNet's prototype head)
-and after fine-tuning (a method at several learning rates is a row per rate), each method's paired difference to TinyTrain over the episodes both ran
+data, resolution, protocol and backbone (pre-trained or meta-trained), the query accuracy before
+any update (ProtoNet's prototype head) and after fine-tuning (a method at several learning rates
+is a row per rate), each method's paired difference to TinyTrain over the episodes both ran
 (bootstrap CI resampling episodes), and what it costs: bytes kept for backward and counted
 backward FLOPs per sample (medians over the episodes), and TinyTrain's selection time against a
 full forward+backward on the same support set."""
@@ -12,17 +13,14 @@ import pandas as pd
 from ..stats import DEFAULT_CONFIDENCE, joint_ci
 from .tables import DASH, escape, label_order, markdown_table
 
-KEYS = ["target", "model", "data", "resolution", "episode"]
+KEYS = ["target", "model", "data", "resolution", "episode", "backbone"]
 REFERENCE = "tinytrain"
 QUANTITIES = ["accuracy_before", "accuracy_after", "measured_saved_bytes", "counted_backward_flops",
               "selection_ns", "selection_reference_ns"]
 
 
 def _method(row) -> str:
-    """The label, the backbone where it is not the default pre-trained one, and the lr."""
-    checkpoint = row["checkpoint"]
-    backbone = f" · {checkpoint}" if isinstance(checkpoint, str) else ""
-    return f"{row['label']}{backbone} · lr {row['lr']:g}"
+    return f"{row['label']} · lr {row['lr']:g}"
 
 
 def _per_episode(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -61,7 +59,7 @@ def _median(frame: pd.DataFrame, quantity: str, per_sample: bool) -> float | Non
 def _section(key: tuple, rows: pd.DataFrame) -> str:
     episodes = _per_episode(rows)
     methods = label_order(episodes)
-    reference = next((m for m in methods if m.startswith(REFERENCE + "(") and m.count("·") == 1), None)
+    reference = next((m for m in methods if m.startswith(REFERENCE + "(")), None)
     full = next((m for m in methods if m.startswith("full ·")), None)
     full_saved = _median(episodes[full], "measured_saved_bytes", True) if full else None
     full_flops = _median(episodes[full], "counted_backward_flops", True) if full else None
@@ -94,8 +92,8 @@ def _section(key: tuple, rows: pd.DataFrame) -> str:
                 ("backward MFLOP / sample", [DASH if v is None else f"{v / 1e6:.2f}" for v in flops]),
                 ("full ÷ FLOP", [times_full(v, full_flops) for v in flops]),
                 ("selection / fwd+bwd", [selection(episodes[m]) for m in methods])]
-    target, model, data, resolution, episode = key
-    title = f"### {escape(target)} · {escape(model)} · {escape(data)} · {resolution} px · {escape(episode)}"
+    title = "### " + " · ".join(escape(str(part)) for part in key[:3]) + " · %s px · %s · %s backbone" % (
+        key[3], escape(key[4]), escape(key[5]))
     return "\n\n".join([title, markdown_table(columns)])
 
 
@@ -112,6 +110,7 @@ def fewshot_section(ok: pd.DataFrame) -> str:
     rows = ok[is_episodic(ok) & ok["quantity"].isin(QUANTITIES)]
     if rows.empty:
         return ""
+    rows = rows.assign(backbone=rows["checkpoint"].fillna("pretrained"))
     intro = ("Few-shot episodes: each seed is one episode (its classes and images), the same for every method. "
              "Every method starts from the support set's ProtoNet prototypes (\"before\" is that head's query "
              "accuracy) and fine-tunes on the support set; \"after\" is the query accuracy, the mean over the "
@@ -119,6 +118,7 @@ def fewshot_section(ok: pd.DataFrame) -> str:
              "paired: per episode, then averaged, its CI resampling the shared episodes. Saved bytes (measured, "
              "saved-tensor hooks) and counted backward FLOPs are per sample, medians over the episodes; the "
              "selection column is TinyTrain's selection time and a full forward+backward on the same support "
-             "set (medians over episodes of each cell's medians, and the median of their per-cell ratio).")
+             "set (medians over episodes of each cell's medians, and the median of their per-cell ratio). Each "
+             "backbone (pre-trained on the source classes, or meta-trained from it) has its own section.")
     sections = [_section(key, group) for key, group in rows.groupby(KEYS, sort=True)]
     return "\n\n".join(["## Few-shot episodes", intro] + sections)
