@@ -92,8 +92,9 @@ def _section(key: tuple, rows: pd.DataFrame) -> str:
                 ("backward MFLOP / sample", [DASH if v is None else f"{v / 1e6:.2f}" for v in flops]),
                 ("full ÷ FLOP", [times_full(v, full_flops) for v in flops]),
                 ("selection / fwd+bwd", [selection(episodes[m]) for m in methods])]
-    title = "### " + " · ".join(escape(str(part)) for part in key[:3]) + " · %s px · %s · %s backbone" % (
-        key[3], escape(key[4]), escape(key[5]))
+    target, model, data, resolution, episode, backbone = key
+    title = (f"### {escape(target)} · {escape(model)} · {escape(data)} · {resolution} px · {escape(episode)} · "
+             f"{escape(backbone)} backbone")
     return "\n\n".join([title, markdown_table(columns)])
 
 
