@@ -16,8 +16,8 @@ from . import registry
 from .cache import ArtifactCache
 from .job import JobError
 from .journal import Journal, JournalError, new_journal_path, read_journal
-from .metatrain import EPISODES, PROTOCOL, meta_train
 from .keywords import KeywordError, matcher
+from .metatrain import EPISODES, PROTOCOL, meta_train
 from .job import unique_names
 from .plan import PlanError, apply_overrides, jobs_from, load_plan, parse_overrides, plan_names
 from .runner import DEFAULT_RETRIES, Runner
@@ -308,15 +308,14 @@ def cmd_meta_train(args):
 
 
 def cmd_search_sparse(args):
-
     from suites import models
-    from suites.methods.sparse_update import PRESET_FORMAT
-
     from suites.counts import Int8Memory
+    from suites.methods.sparse_update import PRESET_FORMAT
+    from suites.quantities import parse_bytes
+
     from .cache import sha256_bytes
     from .contributions import Analysis, cached_table, load_table
     from .sparse_search import Search
-    from suites.quantities import parse_bytes
 
     spec = models.spec(args.model)
     try:

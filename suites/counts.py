@@ -83,15 +83,14 @@ def layer_macs(module, out_shape):
     return module.in_features * out_shape[0] * module.out_features
 
 
-def forward_layers(model, plan, x):
+def forward_layers(model, x):
     """Every conv, linear and activation of ``model`` (as built) in the order the forward runs them,
-    with their entries of ``plan`` (None: no plan, every entry empty)."""
-    entries = {layer["name"]: layer for layer in plan["update_plan"]["layers"]} if plan else {}
+    each with an empty plan entry (``plan_counts`` gives them the plan's)."""
     order, hooks = [], []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear) + ACTIVATIONS):
             def hook(mod, inputs, output, name=name):
-                order.append(Layer(name, mod, tuple(inputs[0].shape), tuple(output.shape), entries.get(name, {})))
+                order.append(Layer(name, mod, tuple(inputs[0].shape), tuple(output.shape), {}))
             hooks.append(module.register_forward_hook(hook))
     with torch.no_grad():
         model.eval()(x)  # shapes only: BN in eval mode takes any batch and map size
@@ -111,7 +110,7 @@ def analytic_counts(plan, x):
     """Every count above for ``plan`` on the batch ``x``, from the plan's model as built."""
     torch.manual_seed(plan["seeds"]["init"])
     model = build(plan["model"]["spec"], plan["model"]["num_classes"])
-    counts = plan_counts(forward_layers(model, None, x), plan["update_plan"])
+    counts = plan_counts(forward_layers(model, x), plan["update_plan"])
     counts["params"] = sum(p.numel() for p in model.parameters())
     return counts
 
@@ -199,7 +198,7 @@ class Int8Memory:
     @classmethod
     def of(cls, spec, num_classes, resolution):
         model = build(spec, num_classes)
-        layers = forward_layers(model, None, torch.zeros(1, 3, resolution, resolution))
+        layers = forward_layers(model, torch.zeros(1, 3, resolution, resolution))
         convs = [layer for layer in layers if isinstance(layer.module, nn.Conv2d)]
         (classifier,) = [layer for layer in layers if isinstance(layer.module, nn.Linear)]
         return cls(tuple(_numel(c.out_shape[1:]) + 32 * c.module.out_channels for c in convs),

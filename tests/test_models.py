@@ -48,7 +48,7 @@ def test_paper_models_match_published_sizes_at_224(name):
     published = models.published_counts(name)
     model = models.build(models.spec(name), 1000)
     params = sum(p.numel() for p in model.parameters())
-    layers = forward_layers(model, None, torch.zeros(1, 3, 224, 224))
+    layers = forward_layers(model, torch.zeros(1, 3, 224, 224))
     macs = sum(layer_macs(layer.module, layer.out_shape) for layer in layers
                if isinstance(layer.module, (torch.nn.Conv2d, torch.nn.Linear)))
     assert params == pytest.approx(published["params"], rel=0.01)
@@ -72,7 +72,7 @@ def test_conv_indices_match_the_spec(name):
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
 def test_conv_index_is_forward_order(name):
     model = models.build(models.spec(name), 10)
-    ran = [layer.name for layer in forward_layers(model, None, torch.zeros(1, 3, 64, 64))
+    ran = [layer.name for layer in forward_layers(model, torch.zeros(1, 3, 64, 64))
            if isinstance(layer.module, torch.nn.Conv2d)]
     assert [layer["name"] for layer in layer_table(model) if layer["kind"] == "conv"] == ran
 

@@ -7,7 +7,8 @@ builds the artifacts lives in ``suites.data.mnist`` (shipped images), ``suites.d
 """
 from .batches import Batches, make_batches
 
-NAMES = ("synthetic", "mnist5k-transfer", "mnist5k-fewshot", "imagefolder:<directory>")
+FIXED_NAMES = ("synthetic", "mnist5k-transfer", "mnist5k-fewshot")
+NAMES = FIXED_NAMES + ("imagefolder:<directory>",)
 IMAGEFOLDER = "imagefolder:"
 """Prefix of a data name that points at a class-per-folder directory: ``imagefolder:/data/dtd``."""
 
@@ -28,7 +29,7 @@ def episode_mismatch(name, episode):
 
 
 def known(name):
-    return name in NAMES[:3] or (name.startswith(IMAGEFOLDER) and len(name) > len(IMAGEFOLDER))
+    return name in FIXED_NAMES or (name.startswith(IMAGEFOLDER) and len(name) > len(IMAGEFOLDER))
 
 
 __all__ = ["Batches", "make_batches", "NAMES", "IMAGEFOLDER", "is_episodic", "episode_mismatch", "known"]

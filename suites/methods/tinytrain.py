@@ -62,7 +62,7 @@ BUDGETS = (("memory", "plan_fp32", parse_bytes, "bytes"), ("compute", "tinytrain
 
 def structure(model, resolution, device="cpu"):
     """The model's layers with their shapes for one sample (``suites.counts.forward_layers``)."""
-    return forward_layers(model, None, torch.zeros(1, 3, resolution, resolution, device=device))
+    return forward_layers(model, torch.zeros(1, 3, resolution, resolution, device=device))
 
 
 def _width(conv):
