@@ -477,6 +477,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("odt-bench: interrupted; finished cells are in the journal", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout's reader went away (`odt-bench run --dry-run | head`): stop quietly, and keep
+        # Python's flush at exit from raising again on the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CELLS_FAILED
 
 
 if __name__ == "__main__":

@@ -86,6 +86,16 @@ def test_dry_run_lists_cells(capsys):
     assert "20 cells" in out and "bp-last-k(k=6)" in out and "sparse-update(preset=99kb)+odt" in out
 
 
+def test_a_listing_piped_into_a_reader_that_stops_early_ends_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--plan", "tinytrain", "--dry-run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()  # `| head -1`: one line, then the reader closes the pipe
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert stderr == ""
+
+
 def test_a_hanging_cell_fails_and_the_run_goes_on(tmp_path, capsys):
     plan = tmp_path / "p.toml"
     plan.write_text(SMALL + '[[cells]]\nmodel = "mcunet-5fps"\nmethod = "full"\nresolution = 64\ntimeout_s = 0.2\n')
