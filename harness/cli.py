@@ -23,7 +23,7 @@ from .plan import PlanError, apply_overrides, jobs_from, load_plan, parse_overri
 from .runner import DEFAULT_RETRIES, Runner
 from .target import TargetError
 
-EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_CELLS_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 0, 1, 2, 130, 141
 CELL_FLAGS = (("data", str), ("resolution", int), ("batch", int), ("steps", int), ("warmup", int),
               ("seed", int), ("lr", float), ("lr_schedule", str), ("threads", int), ("timeout_s", float),
               ("checkpoint", str), ("mode", str), ("ops", str), ("numeric", str), ("cpus", str),
@@ -478,10 +478,11 @@ def main(argv=None):
         print("odt-bench: interrupted; finished cells are in the journal", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # stdout's reader went away (`odt-bench run --dry-run | head`): stop quietly, and keep
+        # stdout's reader went away (`odt-bench run --dry-run | head`): stop quietly with a shell's
+        # status for SIGPIPE (128 + 13), and keep
         # Python's flush at exit from raising again on the closed pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_CELLS_FAILED
+        return EXIT_PIPE_CLOSED
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def test_a_listing_piped_into_a_reader_that_stops_early_ends_quietly():
     proc.stdout.readline()  # `| head -1`: one line, then the reader closes the pipe
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 1
+    assert proc.wait(timeout=60) == 141
     assert stderr == ""
 
 
