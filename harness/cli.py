@@ -14,11 +14,10 @@ from pathlib import Path
 
 from . import registry
 from .cache import ArtifactCache
-from .job import JobError
+from .job import JobError, unique_names
 from .journal import Journal, JournalError, new_journal_path, read_journal
 from .keywords import KeywordError, matcher
 from .metatrain import EPISODES, PROTOCOL, meta_train
-from .job import unique_names
 from .plan import PlanError, apply_overrides, jobs_from, load_plan, parse_overrides, plan_names
 from .runner import DEFAULT_RETRIES, Runner
 from .target import TargetError
@@ -479,8 +478,7 @@ def main(argv=None):
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # stdout's reader went away (`odt-bench run --dry-run | head`): stop quietly with a shell's
-        # status for SIGPIPE (128 + 13), and keep
-        # Python's flush at exit from raising again on the closed pipe
+        # status for SIGPIPE (128 + 13), and keep Python's flush at exit from raising again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE_CLOSED
 
