@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -317,6 +318,35 @@ def test_accuracy_figure_says_emulated():
     assert "m (emulated)" in texts
     assert ax.get_xscale() == "log"
     figures.png_bytes(fig)
+
+
+TINYTRAIN_LABEL = "tinytrain(compute=0.6*sparse-update:99kb,criterion=fisher,memory=sparse-update:99kb,ratio=0.5)+odt"
+
+
+def test_a_long_label_is_wrapped_after_its_commas_and_loses_nothing():
+    text = figures.wrapped(TINYTRAIN_LABEL)
+    assert text.replace("\n", "") == TINYTRAIN_LABEL
+    assert all(len(line) <= 40 for line in text.split("\n")[:-1])
+    assert all(line.endswith((",", "(")) for line in text.split("\n")[:-1])
+    assert figures.wrapped("full") == "full"
+
+
+def test_figures_with_a_tinytrain_label_fit_their_canvas():
+    """matplotlib warns when tight_layout cannot make room for the tick labels or legend, and the
+    saved PNG then cuts them off at its edge (it did for TinyTrain's label before wrapping)."""
+    labels = ["full", TINYTRAIN_LABEL]
+    step = {"forward_ns": Value(2e6, "measured"), "backward_ns": Value(3e6, "measured"),
+            "update_ns": Value(1e5, "measured")}
+    points = [figures.AccuracyPoint("m", label, Value(1024.0, "measured"), Value(0.8, "measured"))
+              for label in labels]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fig in (figures.latency_figure("title", labels, {label: step for label in labels}),
+                    figures.accuracy_figure("title", points)):
+            fig.canvas.draw()
+            box = fig.axes[0].get_tightbbox(fig.canvas.get_renderer())
+            assert box.x0 >= 0 and box.y0 >= 0
+            figures.png_bytes(fig)
 
 
 def test_sig3():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -52,6 +53,20 @@ def _suffix(values: list[Value]) -> str:
     return "".join(f" ({tag})" for tag in tags)
 
 
+def wrapped(label: str, width: int = 40) -> str:
+    """``label`` broken after its commas and opening brackets onto lines of at most ``width``
+    characters where it can be, so a long method label (TinyTrain's names four parameters) stays
+    inside the figure."""
+    lines, line = [], ""
+    for piece in re.split(r"(?<=[,(])", label):
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = piece
+        else:
+            line += piece
+    return "\n".join(lines + [line])
+
+
 def _ms(v: Value) -> float:
     return v.value / 1e6 if v.present else 0.0
 
@@ -63,7 +78,10 @@ def _new_figure(height_in: float) -> tuple[Figure, plt.Axes]:
 @_default_style
 def latency_figure(title: str, labels: list[str], values: Values) -> Figure:
     """Stacked horizontal bars of forward/backward/update medians per label, IQR bar on the step total."""
-    fig, ax = _new_figure(max(3.0, 1.6 + 0.45 * len(labels)))
+    ticks = [wrapped(label + _suffix([values[label].get(q, MISSING) for q, _ in TIME_PARTS]))
+             for label in labels]
+    row_in = max(0.45, 0.15 + 0.17 * max(tick.count("\n") + 1 for tick in ticks))
+    fig, ax = _new_figure(max(3.0, 1.6 + row_in * len(labels)))
     rows = range(len(labels))
     left = [0.0] * len(labels)
     for quantity, part in TIME_PARTS[:3]:
@@ -73,7 +91,6 @@ def latency_figure(title: str, labels: list[str], values: Values) -> Figure:
                 label=f"{part} median ({_sources(column)})")
         left = [a + b for a, b in zip(left, widths)]
     _step_error_bars(ax, labels, values)
-    ticks = [label + _suffix([values[label].get(q, MISSING) for q, _ in TIME_PARTS]) for label in labels]
     ax.set_yticks(list(rows), ticks)
     ax.invert_yaxis()
     ax.set_xlabel("time per training step (ms), median over timed steps")
@@ -139,7 +156,7 @@ def accuracy_figure(title: str, points: list[AccuracyPoint]) -> Figure:
         xy = (p.saved.value / 1024, 100 * p.accuracy.value)
         # alternate models label above and below their points, so coinciding points stay readable
         i = models.index(p.model)
-        ax.annotate(p.label + _suffix([p.saved, p.accuracy]), xy, xytext=(6, 5 if i % 2 == 0 else -11),
+        ax.annotate(wrapped(p.label + _suffix([p.saved, p.accuracy])), xy, xytext=(6, 5 if i % 2 == 0 else -11),
                     textcoords="offset points", fontsize=8, color=MODEL_COLOURS[i % len(MODEL_COLOURS)])
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)
