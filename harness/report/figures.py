@@ -156,8 +156,9 @@ def accuracy_figure(title: str, points: list[AccuracyPoint]) -> Figure:
         xy = (p.saved.value / 1024, 100 * p.accuracy.value)
         # alternate models label above and below their points, so coinciding points stay readable
         i = models.index(p.model)
-        ax.annotate(wrapped(p.label + _suffix([p.saved, p.accuracy])), xy, xytext=(6, 5 if i % 2 == 0 else -11),
-                    textcoords="offset points", fontsize=8, color=MODEL_COLOURS[i % len(MODEL_COLOURS)])
+        ax.annotate(wrapped(p.label + _suffix([p.saved, p.accuracy])), xy,
+                    xytext=(6, 5 if i % 2 == 0 else -11), textcoords="offset points", fontsize=8,
+                    color=MODEL_COLOURS[i % len(MODEL_COLOURS)])
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)
     ax.set_xlabel("saved for backward (KiB, log scale; autograd-saved tensors, parameters and input"
