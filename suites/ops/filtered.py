@@ -36,6 +36,7 @@ class _Filter:
         self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
         self.groups, self.patch = conv.groups, patch
         self.window = tuple(patch * s for s in self.stride)
+        self._sizes = {}  # window sizes per (patches, input size, device)
 
     def patches(self, out_size):
         return tuple(-(-o // self.patch) for o in out_size)
@@ -55,13 +56,16 @@ class _Filter:
         """The number of positions each of ``n`` windows of ``step`` covers in ``limit``."""
         return torch.tensor([min(step, limit - p * step) for p in range(n)], dtype=torch.float32)
 
-    def window_sizes(self, patches, in_size):
+    def window_sizes(self, patches, in_size, device):
         """Positions in each window: one number where all windows are whole, else a Ph x Pw x 1
-        tensor (border windows may be cut by the input's edge)."""
+        tensor on ``device`` (border windows may be cut by the input's edge), made once per shape."""
         if all(n * w <= i for n, w, i in zip(patches, self.window, in_size)):
             return float(self.window[0] * self.window[1])
-        rows, cols = (self.sizes(n, w, i) for n, w, i in zip(patches, self.window, in_size))
-        return (rows[:, None] * cols[None, :]).unsqueeze(2)
+        key = (tuple(patches), tuple(in_size), device)
+        if key not in self._sizes:
+            rows, cols = (self.sizes(n, w, i) for n, w, i in zip(patches, self.window, in_size))
+            self._sizes[key] = (rows[:, None] * cols[None, :]).unsqueeze(2).to(device)
+        return self._sizes[key]
 
 
 class _FilteredConv(torch.autograd.Function):
@@ -82,10 +86,8 @@ class _FilteredConv(torch.autograd.Function):
         geometry = ctx.geometry
         r = geometry.patch
         summed = F.avg_pool2d(grad, r, r, ceil_mode=True, divisor_override=1)  # N x Co x Ph x Pw
-        sizes = geometry.window_sizes(summed.shape[2:], ctx.in_size)
+        sizes = geometry.window_sizes(summed.shape[2:], ctx.in_size, grad.device)
         uniform = isinstance(sizes, float)  # then the division moves onto the small products
-        if not uniform:
-            sizes = sizes.to(grad.device)
         g = _rows(summed)
         gw = gx = None
         if ctx.needs_input_grad[1]:
@@ -95,7 +97,7 @@ class _FilteredConv(torch.autograd.Function):
                 per_pair = _pairs(g, _rows(pooled) / sizes, geometry.groups)
             gw = per_pair[:, :, None, None].expand_as(weight).contiguous(memory_format=_layout(weight))
         if ctx.needs_input_grad[0]:
-            theta = weight.sum((2, 3))
+            theta = _kernel_sums(weight)
             if uniform:
                 v = _products(g, theta / sizes, geometry.groups).view(*g.shape[:3], -1)
             else:
@@ -103,6 +105,17 @@ class _FilteredConv(torch.autograd.Function):
             gx = _spread(v, geometry.window, ctx.in_size, _layout(grad))
         gb = summed.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None  # every output is in one patch
         return gx, gw, gb, None
+
+
+def _kernel_sums(weight):
+    """The weight summed over its kernel window, Co x Ci/groups (a matrix-vector product: a
+    reduction over a short innermost axis is several times slower)."""
+    if not weight.is_contiguous():
+        return weight.sum((2, 3))
+    taps = weight.shape[2] * weight.shape[3]
+    if taps == 1:
+        return weight.view(weight.shape[:2])
+    return torch.mv(weight.view(-1, taps), weight.new_ones(taps)).view(weight.shape[:2])
 
 
 def _layout(t):
