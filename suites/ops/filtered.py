@@ -108,8 +108,10 @@ class _FilteredConv(torch.autograd.Function):
 
 
 def _kernel_sums(weight):
-    """The weight summed over its kernel window, Co x Ci/groups (a matrix-vector product: a
-    reduction over a short innermost axis is several times slower)."""
+    """The weight summed over its kernel window, Co x Ci/groups: for a contiguous weight a
+    matrix-vector product (a reduction over the short innermost kernel axis took twice as long on
+    a 512x512x3x3 weight), a view for 1x1 kernels; a channels-last weight reduces along its
+    strided kernel axes directly."""
     if not weight.is_contiguous():
         return weight.sum((2, 3))
     taps = weight.shape[2] * weight.shape[3]
