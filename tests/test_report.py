@@ -1,4 +1,5 @@
 """Tests for harness.report: the Markdown report and its PNG figures from a hand-built long table."""
+import itertools
 import json
 import math
 import os
@@ -347,6 +348,28 @@ def test_figures_with_a_tinytrain_label_fit_their_canvas():
             box = fig.axes[0].get_tightbbox(fig.canvas.get_renderer())
             assert box.x0 >= 0 and box.y0 >= 0
             figures.png_bytes(fig)
+
+
+def test_labels_of_points_close_together_do_not_overlap():
+    """The quickstart's accuracy figure: two models' sparse-update points 1.2 points and 9% apart,
+    whose labels (one above its point, one below) overlapped each other and a marker."""
+    quickstart = {"mbv2-w0.35": {"full": (41000, 90.9), "last-layer": (7, 62.0), "bias-only": (27500, 71.9),
+                                 "bp-last-k(k=6)": (700, 73.2), "sparse-update(preset=99kb)+odt": (240, 86.2)},
+                  "mcunet-5fps": {"full": (36000, 93.7), "last-layer": (10, 63.4), "bias-only": (23000, 63.6),
+                                  "bp-last-k(k=6)": (1000, 68.2), "sparse-update(preset=99kb)+odt": (262, 87.4)}}
+    points = [figures.AccuracyPoint(model, label, Value(kib * 1024, "measured"), Value(acc / 100, "measured"))
+              for model, labels in quickstart.items() for label, (kib, acc) in labels.items()]
+    fig = figures.accuracy_figure("title", points)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(p.label for p in points)
+    assert not [(a.get_text(), b.get_text()) for (a, box_a), (b, box_b) in
+                itertools.combinations(zip(ax.texts, boxes), 2) if box_a.overlaps(box_b)]
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.x0 <= box.x0 and box.x1 <= frame.x1 for box in boxes)
+    figures.png_bytes(fig)
 
 
 def test_sig3():

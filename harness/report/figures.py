@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from .tables import MISSING, NON_MEASURED, TIME_PARTS, Value, Values, label_order  # noqa: E402
 
@@ -152,13 +153,6 @@ def accuracy_figure(title: str, points: list[AccuracyPoint]) -> Figure:
         ax.scatter([p.saved.value / 1024 for p in mine], [100 * p.accuracy.value for p in mine],
                    marker=marker, color=colour, s=40, zorder=3,
                    label=model + _suffix([v for p in mine for v in (p.saved, p.accuracy)]))
-    for p in points:
-        xy = (p.saved.value / 1024, 100 * p.accuracy.value)
-        # alternate models label above and below their points, so coinciding points stay readable
-        i = models.index(p.model)
-        ax.annotate(wrapped(p.label + _suffix([p.saved, p.accuracy])), xy,
-                    xytext=(6, 5 if i % 2 == 0 else -11), textcoords="offset points", fontsize=8,
-                    color=MODEL_COLOURS[i % len(MODEL_COLOURS)])
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)
     ax.set_xlabel("saved for backward (KiB, log scale; autograd-saved tensors, parameters and input"
@@ -169,7 +163,52 @@ def accuracy_figure(title: str, points: list[AccuracyPoint]) -> Figure:
     ax.set_axisbelow(True)
     ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
+    _label_points(fig, ax, points, models)
     return fig
+
+
+def _xy(p: AccuracyPoint) -> tuple[float, float]:
+    """A point's place on the axes: KiB saved, accuracy in %."""
+    return p.saved.value / 1024, 100 * p.accuracy.value
+
+
+LABEL_OFFSETS = ((6, 5), (6, -11), (-6, 5), (-6, -11), (6, 16), (6, -22), (-6, 16), (-6, -22))
+"""Where a point's label may go, in points from it, in the order tried: right of it above and
+below, left of it, then further up and down."""
+
+
+def _label_points(fig: Figure, ax: plt.Axes, points: list[AccuracyPoint], models: list[str]) -> None:
+    """Label each point at the first offset whose text stays inside the axes and overlaps neither
+    a label placed before it nor another point's marker (else at its first offset). Models
+    alternate which offset they try first (above, below), so coinciding points stay readable."""
+    fig.canvas.draw()  # fixes the axes' limits and gives the text extents
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    centres = [ax.transData.transform(_xy(p)) for p in points]
+    half = 4 * fig.dpi / 72  # a marker's half-width (s=40 is about 6.3 points across), in pixels
+    markers = [Bbox.from_extents(x - half, y - half, x + half, y + half) for x, y in centres]
+    placed: list[Bbox] = []
+    for k, p in enumerate(points):
+        i = models.index(p.model)
+        text = wrapped(p.label + _suffix([p.saved, p.accuracy]))
+        xy = _xy(p)
+        offsets = LABEL_OFFSETS[i % 2:] + LABEL_OFFSETS[:i % 2]
+        others = placed + markers[:k] + markers[k + 1:]
+
+        def annotate(dx: float, dy: float):
+            return ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", fontsize=8,
+                               ha="left" if dx > 0 else "right", color=MODEL_COLOURS[i % len(MODEL_COLOURS)])
+
+        for dx, dy in offsets:
+            label = annotate(dx, dy)
+            box = label.get_window_extent(renderer)
+            if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1) and \
+                    not any(box.overlaps(other) for other in others):
+                break
+            label.remove()
+        else:
+            label = annotate(*offsets[0])
+        placed.append(label.get_window_extent(renderer))
 
 
 @_default_style
