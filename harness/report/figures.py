@@ -150,8 +150,8 @@ def accuracy_figure(title: str, points: list[AccuracyPoint]) -> Figure:
     for i, model in enumerate(models):
         mine = [p for p in points if p.model == model]
         marker, colour = MODEL_MARKERS[i % len(MODEL_MARKERS)], MODEL_COLOURS[i % len(MODEL_COLOURS)]
-        ax.scatter([p.saved.value / 1024 for p in mine], [100 * p.accuracy.value for p in mine],
-                   marker=marker, color=colour, s=40, zorder=3,
+        xs, ys = zip(*(_xy(p) for p in mine))
+        ax.scatter(xs, ys, marker=marker, color=colour, s=40, zorder=3,
                    label=model + _suffix([v for p in mine for v in (p.saved, p.accuracy)]))
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)
@@ -181,7 +181,7 @@ def _label_points(fig: Figure, ax: plt.Axes, points: list[AccuracyPoint], models
     """Label each point at the first offset whose text stays inside the axes and overlaps neither
     a label placed before it nor another point's marker (else at its first offset). Models
     alternate which offset they try first (above, below), so coinciding points stay readable."""
-    fig.canvas.draw()  # fixes the axes' limits and gives the text extents
+    fig.draw_without_rendering()  # fixes the axes' limits, so the text extents are final
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     centres = [ax.transData.transform(_xy(p)) for p in points]
