@@ -19,12 +19,9 @@ def artifact_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real sshd on 127.0.0.1 for the whole session (CI installs openssh-server)."""
-    from tests.sshd import SSHD, Sshd
+    from tests.sshd import Sshd, require_sshd
 
-    if not os.path.exists(SSHD):
-        if os.environ.get("CI"):
-            pytest.fail("sshd is not installed; .ci/run installs openssh-server")
-        pytest.skip("sshd is not installed (apt-get install --no-install-recommends openssh-server)")
+    require_sshd()
     server = Sshd(tmp_path_factory.mktemp("sshd"))
     server.start()
     yield server

@@ -16,6 +16,16 @@ STANDINS = Path(__file__).resolve().parent / "data" / "standins"
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
+def require_sshd():
+    """Skip the calling test where sshd is not installed; fail it in CI, which installs it."""
+    import pytest
+
+    if not os.path.exists(SSHD):
+        if os.environ.get("CI"):
+            pytest.fail("sshd is not installed; .ci/run installs openssh-server")
+        pytest.skip("sshd is not installed (apt-get install --no-install-recommends openssh-server)")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,7 +17,7 @@ from targets.pi import RaspberryPiTarget
 from targets.ssh import OpenSsh
 from tests.delay_proxy import DelayProxy
 from tests.helpers import stand_in_python
-from tests.sshd import Sshd
+from tests.sshd import Sshd, require_sshd
 
 SMALL = {"defaults": {"resolution": 32, "steps": 3, "warmup": 1},
          "cells": [{"model": "mbv2-w0.35", "method": "last-layer"}]}
@@ -123,6 +123,7 @@ def test_a_device_below_the_floor_is_refused_by_run_and_doctor(sshd, tmp_path, c
 
 @pytest.mark.parametrize("after_s", [0.0, 1.0], ids=["while-the-agent-starts", "while-it-trains"])
 def test_a_stopped_sshd_fails_the_running_cell_and_resume_completes_the_rest(tmp_path, after_s):
+    require_sshd()  # its own server, which it stops
     (tmp_path / "server").mkdir()
     server = Sshd(tmp_path / "server")
     server.start()
