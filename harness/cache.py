@@ -3,7 +3,8 @@
 Layout under the root (``$ODT_BENCH_CACHE``, default ``~/.cache/odt-bench``)::
 
     objects/<sha256>           the bytes
-    recipes/<sha256 of recipe>.json   {"recipe": {...}, "sha256": "..."}: how an object was made
+    recipes/<sha256 of recipe>.json   {"recipe": {...}, "sha256": "...", "made": {...}}: how an
+                                      object was made, and with what (``made_with``)
 
 Writes are atomic (temporary file + rename), so an interrupted write never leaves a bad object.
 """
@@ -11,6 +12,9 @@ import hashlib
 import io
 import json
 import os
+import platform
+import sys
+import time
 from pathlib import Path
 
 
@@ -24,6 +28,27 @@ def default_root() -> Path:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def made_with():
+    """What an artifact made in this process was made with: the same recipe gives other bytes under
+    another torch, thread count or CPU (reductions are ordered differently), so the record says which."""
+    torch = sys.modules.get("torch")
+    return {"torch": getattr(torch, "__version__", None),
+            "threads": torch.get_num_threads() if torch else None,
+            "python": platform.python_version(), "machine": platform.machine(), "cpu": _cpu_model(),
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def _atomic_write(path: Path, data: bytes):
@@ -81,4 +106,19 @@ class ArtifactCache:
         return sha if (self.objects / sha).is_file() else None
 
     def remember(self, recipe, sha: str):
-        _atomic_write(self._recipe_path(recipe), json.dumps({"recipe": recipe, "sha256": sha}).encode())
+        """Record that ``recipe`` made object ``sha``, and with what (``made_with``)."""
+        entry = {"recipe": recipe, "sha256": sha, "made": made_with()}
+        _atomic_write(self._recipe_path(recipe), json.dumps(entry).encode())
+
+    def made(self, sha: str):
+        """``{"recipe": ..., "made": ...}`` of every recipe recorded as making ``sha`` (``made`` is
+        None for records older than it), oldest first; empty for objects from elsewhere."""
+        entries = []
+        for path in sorted((self.root / "recipes").glob("*.json")):
+            try:
+                entry = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if entry.get("sha256") == sha:
+                entries.append({"recipe": entry.get("recipe"), "made": entry.get("made")})
+        return sorted(entries, key=lambda e: (e["made"] or {}).get("at") or "")

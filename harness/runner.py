@@ -86,9 +86,10 @@ class Runner:
             log.exception("host analysis failed for %s", job.cell_id)
             return dict(self._failed(job, "analysis-error", "%s: %s" % (type(exc).__name__, exc)),
                         measurement=measurement(run, {}, self.target.name, job.numeric), device=device)
-        provenance = dict(self.provenance, seeds=plan["seeds"], threads=job.threads,
-                          warmup=job.warmup, artifacts={"checkpoint": plan["checkpoint"],
-                                                        "dataset": plan["data"].get("artifact")})
+        artifacts = {"checkpoint": plan["checkpoint"], "dataset": plan["data"].get("artifact")}
+        provenance = dict(self.provenance, seeds=plan["seeds"], threads=job.threads, warmup=job.warmup,
+                          artifacts=artifacts,
+                          artifact_recipes={sha: self.cache.made(sha) for sha in artifacts.values() if sha})
         return self._record(job, "ok", measurement=measurement(run, analysis, self.target.name, job.numeric),
                             device=device, update_plan=plan["update_plan"], provenance=provenance)
 

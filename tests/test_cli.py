@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from harness.cli import main
 from harness.journal import Journal, read_journal
@@ -56,6 +57,10 @@ def test_quick_plan_runs_end_to_end_and_renders_a_report(tmp_path):
     real = [r for r in records if r["job"]["data"] == "mnist5k-transfer"]
     assert all(r["provenance"]["artifacts"]["checkpoint"] and r["provenance"]["artifacts"]["dataset"]
                for r in real)
+    # how the backbone was made, and with what: another torch or thread count gives other bytes
+    [made] = real[0]["provenance"]["artifact_recipes"][real[0]["provenance"]["artifacts"]["checkpoint"]]
+    assert made["recipe"]["what"] == "pretrain" and made["recipe"]["model"] == real[0]["job"]["model"]
+    assert made["made"]["torch"] == torch.__version__ and made["made"]["threads"] >= 1
     assert all(0 <= r["measurement"]["figures"]["accuracy_after"]["value"] <= 1 for r in real)
     text = (report / "report.md").read_text()
     for png in re.findall(r"\]\(([^)]+\.png)\)", text):
