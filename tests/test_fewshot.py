@@ -1,6 +1,7 @@
 """Few-shot data end to end: episode cells on the shipped data and on an ImageFolder directory,
 the prototype head, the meta-trained backbone, and bad episodes."""
 import pandas as pd
+from matplotlib.collections import LineCollection, PathCollection
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +14,7 @@ from harness.metatrain import META_TRAINED, meta_train
 from harness.plan import PlanError, jobs_from
 from harness.pretrain import pretrain
 from harness.report.fewshot import fewshot_section
+from harness.report.figures import png_bytes
 from suites import models
 from suites.data import make_batches
 from suites.fewshot import distance_logits, features, prototype_head, prototypes
@@ -122,25 +124,57 @@ def test_meta_training_makes_its_own_cached_backbone():
     assert _episode_plan(checkpoint=META_TRAINED)["checkpoint"] == meta_train("mbv2-w0.35", RESOLUTION, cache)
 
 
-def _accuracy_rows(backbone, method, accuracies):
-    """Long-table rows (harness.results' columns) of one method's episodes."""
+def _accuracy_rows(backbone, method, accuracies, saved=None):
+    """Long-table rows (harness.results' columns) of one method's episodes; ``saved`` bytes per batch
+    of 25 when given."""
     label = "tinytrain(ratio=0.5)" if method == "tinytrain" else method
+    quantities = [("accuracy_before", 0.5)] + ([("measured_saved_bytes", saved)] if saved else [])
     return [dict(target="local", run_id="r1", cell_id=f"{backbone}-{method}-{seed}", model="mbv2-w0.35",
                  method=method, label=label, data="mnist5k-fewshot", resolution=64, batch=25, lr=0.1,
                  seed=seed, episode="5way-5shot", checkpoint=backbone, status="ok", quantity=quantity,
                  value=value)
             for seed, accuracy in enumerate(accuracies)
-            for quantity, value in (("accuracy_before", 0.5), ("accuracy_after", accuracy))]
+            for quantity, value in quantities + [("accuracy_after", accuracy)]]
+
+
+class Saved:
+    """The report's ``save``: keeps each figure's name parts and the figure, rendered to PNG."""
+
+    def __init__(self):
+        self.figures = []
+
+    def __call__(self, fig, alt, *parts):
+        self.figures.append((parts, [tuple(ax.collections) for ax in fig.axes]))
+        png_bytes(fig)
+        return f"![{alt}](figure)"
 
 
 def test_the_report_pairs_methods_within_one_backbone():
     rows = (_accuracy_rows(None, "tinytrain", [0.6, 0.6, 0.6]) + _accuracy_rows(None, "last-layer", [0.5] * 3)
             + _accuracy_rows(META_TRAINED, "tinytrain", [0.7] * 3)
             + _accuracy_rows(META_TRAINED, "last-layer", [0.8] * 3))
-    text = fewshot_section(pd.DataFrame(rows))
+    text = fewshot_section(pd.DataFrame(rows), Saved())
     sections = {section.splitlines()[0].rsplit(" · ", 1)[1]: section for section in text.split("### ")[1:]}
     pretrained, meta = sections.pop("pretrained backbone"), sections.pop(f"{META_TRAINED} backbone")
     assert not sections
     for section, difference in ((pretrained, "+10.0"), (meta, "-10.0")):
         row = next(line for line in section.splitlines() if line.startswith("| last-layer"))
         assert f"{difference} [{difference}–{difference}] (n=3)" in row, row
+
+
+def test_the_few_shot_figure_plots_the_mean_over_episodes_with_its_interval():
+    rows = (_accuracy_rows(None, "tinytrain", [0.5, 0.6, 0.7, 0.8], saved=25 * 4096)
+            + _accuracy_rows(None, "last-layer", [0.4, 0.4, 0.4, 0.4], saved=25 * 512)
+            + _accuracy_rows(META_TRAINED, "last-layer", [0.9] * 4))  # no bytes recorded: no figure
+    saved = Saved()
+    text = fewshot_section(pd.DataFrame(rows), saved)
+    assert text.count("](figure)") == 1
+    [(parts, [collections])] = saved.figures
+    assert parts[0] == "fewshot-accuracy" and parts[-1] == "pretrained"
+    points = {tuple(xy) for c in collections if isinstance(c, PathCollection) for xy in c.get_offsets()}
+    assert points == {(0.5, 40.0), (4.0, 65.0)}  # KiB per sample, mean accuracy in %
+    [bars] = [c for c in collections if isinstance(c, LineCollection)]
+    spans = {round(s[0][0], 6): (s[0][1], s[1][1]) for s in bars.get_segments()}
+    assert spans[0.5] == (40.0, 40.0)  # four equal episodes: no spread
+    low, high = spans[4.0]
+    assert 50 <= low < 65 < high <= 80  # the bootstrap interval of the four episodes' mean

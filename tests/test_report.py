@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection
 
 from harness.job import Job
 from harness.journal import SCHEMA_VERSION
@@ -509,3 +510,62 @@ def test_gradfilter_closes_the_gap_to_exact_backprop_through_the_same_layers(tmp
     assert cell(got["gradfilter(k=4,patch=2)+odt"], "gap closed").startswith("0.900 [")  # (0.89-0.71)/(0.91-0.71)
     assert cell(got["gradfilter(k=2,patch=2)+odt"], "gap closed") == "—"  # no bp-last-k(k=2) in the group
     assert cell(got["bp-last-k(k=4)"], "gap closed").startswith("0.714 [")  # (0.91-0.71)/(0.99-0.71)
+
+
+def _episode_rows(label, accuracies):
+    """The rows of one method's few-shot cells, one ok record per episode (seed)."""
+    rows = []
+    for seed, accuracy in enumerate(accuracies):
+        for row in ok_rows(label, accuracy=accuracy, data="mnist5k-fewshot"):
+            rows.append(dict(row, seed=seed, episode="5way-5shot", checkpoint=None,
+                             cell_id=f"{row['cell_id']}-s{seed}"))
+    return rows
+
+
+def test_few_shot_cells_show_their_accuracy_over_the_episodes_not_one_episodes(tmp_path):
+    rows = _episode_rows("full", [0.9, 0.5, 0.7]) + _episode_rows("last-layer", [0.6, 0.4, 0.2])
+    text = render(table(rows), tmp_path, []).read_text()
+    group = section(text, "local · mbv2-w0.35 · mnist5k-fewshot")
+    assert "Few-shot cells: each label ran one cell per episode" in group
+    assert not any(key.startswith("acc.") for key in parse_table(group)[0])  # the last episode's 70 % is not shown
+    assert "## Accuracy vs backward memory" not in text
+    fewshot = section(text, "Few-shot episodes")
+    assert [r["after % [95% CI]"].split()[0] for r in parse_table(fewshot.split("### ")[1])] == ["70.0", "40.0"]
+    [image] = re.findall(r"\]\((fewshot-accuracy_[^)]+\.png)\)", fewshot)
+    assert (tmp_path / image).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_few_shot_and_other_cells_each_get_their_accuracy_figure(tmp_path):
+    rows = _episode_rows("full", [0.9, 0.5]) + ok_rows("full", accuracy=0.95, data="mnist5k-transfer")
+    text = render(table(rows), tmp_path, []).read_text()
+    accuracy = section(text, "Accuracy vs backward memory")
+    assert re.findall(r"\]\((accuracy_[^)]+)\)", accuracy) == ["accuracy_local_mnist5k-transfer_r128_b1.png"]
+    [plain] = parse_table(section(text, "local · mbv2-w0.35 · mnist5k-transfer"))
+    assert plain["acc. after (%, measured)"] == "95.0"
+
+
+def test_cells_over_a_learning_rate_grid_plot_each_labels_mean_at_its_best_rate(tmp_path, monkeypatch):
+    def grid(label, by_lr, saved):
+        rows = []
+        for lr, per_seed in by_lr.items():
+            for seed, accuracy in enumerate(per_seed):
+                for row in ok_rows(label, accuracy=accuracy, saved=saved, data="mnist5k-transfer"):
+                    rows.append(dict(row, lr=lr, seed=seed, cell_id=f"{row['cell_id']}-{lr}-{seed}"))
+        return rows
+
+    # the latest record by cell id of each label is its worst: lr 0.3, seed 1
+    rows = grid("full", {0.1: [0.9, 0.8], 0.3: [0.5, 0.1]}, 204800.0) + grid("last-layer", {0.1: [0.6, 0.7]}, 1024.0)
+    drawn = []
+    monkeypatch.setattr(figures, "png_bytes", lambda fig: drawn.append(fig) or PNG_SIGNATURE)  # keep them
+    text = render(table(rows), tmp_path, []).read_text()
+    group = section(text, "local · mbv2-w0.35 · mnist5k-transfer")
+    assert "Some labels ran at several learning rates or seeds" in group
+    assert not any(key.startswith("acc.") for key in parse_table(group)[0])
+    [fig] = [f for f in drawn if f.axes[0].get_title().startswith("Accuracy vs measured backward memory")]
+    [scatter] = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    assert sorted(map(tuple, scatter.get_offsets().round(6))) == [(1.0, 65.0), (200.0, 85.0)]  # KiB, mean at best lr
+    labels = {t.get_text().replace("\n", "") for t in fig.axes[0].texts}
+    assert labels == {"full · lr 0.1", "last-layer · lr 0.1"}
+    assert "best lr" in fig.axes[0].get_ylabel()
+    for f in drawn:
+        figures.plt.close(f)

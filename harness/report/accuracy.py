@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..stats import DEFAULT_CONFIDENCE, joint_ci
+from ..stats import DEFAULT_CONFIDENCE, Interval, joint_ci
 from .tables import DASH, FULL, escape, label_order, markdown_table
 
 LAST = "last-layer"
@@ -28,6 +28,26 @@ def _grid(rows: pd.DataFrame) -> dict[str, dict[float, dict[int, float]]]:
     for row in _latest(rows).itertuples(index=False):
         grid.setdefault(row.label, {}).setdefault(float(row.lr), {})[int(row.seed)] = float(row.value)
     return grid
+
+
+def accuracy_rows(ok: pd.DataFrame) -> pd.DataFrame:
+    """The recorded accuracies after training."""
+    return ok[(ok["quantity"] == "accuracy_after") & ok["value"].notna()]
+
+
+def has_grid(rows: pd.DataFrame) -> bool:
+    """Whether some label of these accuracy rows ran at several learning rates or seeds."""
+    return bool(rows[["label", "lr", "seed"]].drop_duplicates()["label"].duplicated().any())
+
+
+def best_rate_means(rows: pd.DataFrame) -> dict[str, tuple[float, Interval]]:
+    """Per label of one group's accuracy rows: its best rate and the mean accuracy over the seeds
+    there, with a bootstrap CI over those seeds."""
+    out = {}
+    for label, by_lr in _grid(rows).items():
+        lr = _best(by_lr)
+        out[label] = lr, joint_ci([list(by_lr[lr].values())], lambda a: a.mean(1))
+    return out
 
 
 def _best(by_lr: dict[float, dict[int, float]]) -> float:
@@ -83,9 +103,8 @@ def _section(key: tuple, rows: pd.DataFrame) -> str:
 
 def accuracy_grid_section(ok: pd.DataFrame) -> str:
     """``""`` unless some group has accuracies at several learning rates or seeds."""
-    rows = ok[(ok["quantity"] == "accuracy_after") & ok["value"].notna()]
-    sections = [_section(key, group) for key, group in rows.groupby(KEYS, sort=True)
-                if group[["lr", "seed"]].drop_duplicates().shape[0] > group["label"].nunique()]
+    sections = [_section(key, group) for key, group in accuracy_rows(ok).groupby(KEYS, sort=True)
+                if has_grid(group)]
     if not sections:
         return ""
     intro = ("Accuracy after training on the held-out test images, in percent: the mean over seeds at each "

@@ -4,14 +4,24 @@ any update (ProtoNet's prototype head) and after fine-tuning (a method at severa
 is a row per rate), each method's paired difference to TinyTrain over the episodes both ran
 (bootstrap CI resampling episodes), and what it costs: bytes kept for backward and counted
 backward FLOPs per sample (medians over the episodes), and TinyTrain's selection time against a
-full forward+backward on the same support set."""
+full forward+backward on the same support set; and a figure of each method's mean accuracy after
+(CI bars) against its saved bytes per sample."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from ..stats import DEFAULT_CONFIDENCE, joint_ci
-from .tables import DASH, escape, label_order, markdown_table
+from ..stats import DEFAULT_CONFIDENCE, Interval, joint_ci
+from .figures import AccuracyPoint, accuracy_figure
+from .tables import DASH, Value, escape, label_order, markdown_table
+
+Save = Callable[..., str]
+"""``save(figure, alt text, *name parts)``: writes a figure beside the report, returns its image line."""
+FEWSHOT_SAVED_AXIS = ("saved for backward per sample, median over episodes (KiB, log scale;\n"
+                      "autograd-saved tensors, parameters and input excluded")
+FEWSHOT_ACCURACY_AXIS = f"query accuracy after fine-tuning\n(%, mean over episodes, {DEFAULT_CONFIDENCE:.0%} CI"
 
 KEYS = ["target", "model", "data", "resolution", "episode", "backbone"]
 REFERENCE = "tinytrain"
@@ -34,8 +44,11 @@ def _per_episode(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _mean_ci(values: np.ndarray) -> str:
-    ci = joint_ci([values], lambda a: a.mean(1))
+def _mean_ci(values: np.ndarray) -> Interval:
+    return joint_ci([values], lambda a: a.mean(1))
+
+
+def _percent_ci(ci: Interval) -> str:
     return f"{100 * ci.estimate:.1f} [{100 * ci.low:.1f}–{100 * ci.high:.1f}]"
 
 
@@ -49,6 +62,12 @@ def _difference(reference: pd.DataFrame, other: pd.DataFrame) -> str:
     return f"{100 * ci.estimate:+.1f} [{100 * ci.low:+.1f}–{100 * ci.high:+.1f}] (n={len(shared)})"
 
 
+def _mean_percent(frame: pd.DataFrame, quantity: str) -> str:
+    if quantity not in frame or frame[quantity].isna().all():
+        return DASH
+    return f"{100 * frame[quantity].mean():.1f}"
+
+
 def _median(frame: pd.DataFrame, quantity: str, per_sample: bool) -> float | None:
     if quantity not in frame or frame[quantity].isna().all():
         return None
@@ -56,9 +75,10 @@ def _median(frame: pd.DataFrame, quantity: str, per_sample: bool) -> float | Non
     return float(values.median())
 
 
-def _section(key: tuple, rows: pd.DataFrame) -> str:
+def _section(key: tuple, rows: pd.DataFrame, save: Save) -> str:
     episodes = _per_episode(rows)
     methods = label_order(episodes)
+    after = {m: _mean_ci(episodes[m]["accuracy_after"].to_numpy()) for m in methods}
     reference = next((m for m in methods if m.startswith(REFERENCE + "(")), None)
     full = next((m for m in methods if m.startswith("full ·")), None)
     full_saved = _median(episodes[full], "measured_saved_bytes", True) if full else None
@@ -79,9 +99,8 @@ def _section(key: tuple, rows: pd.DataFrame) -> str:
 
     columns = [("method", [escape(m) for m in methods]),
                ("episodes", [str(len(episodes[m])) for m in methods]),
-               ("before (ProtoNet) %", [f"{100 * episodes[m]['accuracy_before'].mean():.1f}" for m in methods]),
-               (f"after % [{DEFAULT_CONFIDENCE:.0%} CI]", [_mean_ci(episodes[m]["accuracy_after"].to_numpy())
-                                                          for m in methods])]
+               ("before (ProtoNet) %", [_mean_percent(episodes[m], "accuracy_before") for m in methods]),
+               (f"after % [{DEFAULT_CONFIDENCE:.0%} CI]", [_percent_ci(after[m]) for m in methods])]
     if reference:
         columns.append((f"{escape(reference)} − method, points",
                         [DASH if m == reference else _difference(episodes[reference], episodes[m]) for m in methods]))
@@ -93,9 +112,17 @@ def _section(key: tuple, rows: pd.DataFrame) -> str:
                 ("full ÷ FLOP", [times_full(v, full_flops) for v in flops]),
                 ("selection / fwd+bwd", [selection(episodes[m]) for m in methods])]
     target, model, data, resolution, episode, backbone = key
-    title = (f"### {escape(target)} · {escape(model)} · {escape(data)} · {resolution} px · {escape(episode)} · "
-             f"{escape(backbone)} backbone")
-    return "\n\n".join([title, markdown_table(columns)])
+    setting = f"{target} · {model} · {data} · {resolution} px · {episode} · {backbone} backbone"
+    points = [AccuracyPoint(model, m, Value(v, "measured"), Value(after[m].estimate, "measured"),
+                            after[m].low, after[m].high)
+              for m, v in zip(methods, saved) if v]
+    parts = [f"### {escape(setting)}", markdown_table(columns)]
+    if points:
+        fig = accuracy_figure(f"Few-shot accuracy vs measured backward memory\n{setting}", points,
+                              x_axis=FEWSHOT_SAVED_AXIS, y_axis=FEWSHOT_ACCURACY_AXIS)
+        parts.append(save(fig, f"Few-shot accuracy vs measured backward memory, {setting}", "fewshot-accuracy",
+                          target, model, data, f"r{resolution}", episode, backbone))
+    return "\n\n".join(parts)
 
 
 def is_episodic(table: pd.DataFrame) -> pd.Series:
@@ -106,12 +133,12 @@ def is_episodic(table: pd.DataFrame) -> pd.Series:
     return table["episode"].fillna("") != ""
 
 
-def fewshot_section(ok: pd.DataFrame) -> str:
-    """``""`` unless the table has few-shot cells."""
+def fewshot_section(ok: pd.DataFrame, save: Save) -> str:
+    """``""`` unless the table has few-shot cells; ``save`` writes each section's figure."""
     rows = ok[is_episodic(ok) & ok["quantity"].isin(QUANTITIES)]
     if rows.empty:
         return ""
-    rows = rows.assign(backbone=rows["checkpoint"].fillna("pretrained"))
+    rows = rows.assign(backbone=rows["checkpoint"].astype(object).fillna("pretrained"))
     intro = ("Few-shot episodes: each seed is one episode (its classes and images), the same for every method. "
              "Every method starts from the support set's ProtoNet prototypes (\"before\" is that head's query "
              "accuracy) and fine-tunes on the support set; \"after\" is the query accuracy, the mean over the "
@@ -120,6 +147,8 @@ def fewshot_section(ok: pd.DataFrame) -> str:
              "saved-tensor hooks) and counted backward FLOPs are per sample, medians over the episodes; the "
              "selection column is TinyTrain's selection time and a full forward+backward on the same support "
              "set (medians over episodes of each cell's medians, and the median of their per-cell ratio). Each "
-             "backbone (pre-trained on the source classes, or meta-trained from it) has its own section.")
-    sections = [_section(key, group) for key, group in rows.groupby(KEYS, sort=True)]
+             "backbone (pre-trained on the source classes, or meta-trained from it) has its own section, "
+             "and its figure plots the \"after\" column against the saved bytes per sample, the bars "
+             "spanning the confidence interval.")
+    sections = [_section(key, group, save) for key, group in rows.groupby(KEYS, sort=True)]
     return "\n\n".join(["## Few-shot episodes", intro] + sections)

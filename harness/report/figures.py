@@ -118,12 +118,15 @@ def _step_error_bars(ax: plt.Axes, labels: list[str], values: Values) -> None:
 
 @dataclass(frozen=True)
 class AccuracyPoint:
-    """One label of one model: measured backward memory against accuracy after training."""
+    """One label of one model: measured backward memory against accuracy after training; ``low``
+    and ``high`` bound the accuracy's confidence interval where it has one (a mean over episodes)."""
 
     model: str
     label: str
     saved: Value
     accuracy: Value
+    low: float = math.nan
+    high: float = math.nan
 
     @property
     def plottable(self) -> bool:
@@ -142,9 +145,16 @@ def accuracy_points(by_model: dict[str, Values]) -> list[AccuracyPoint]:
     return [p for p in points if p.plottable]
 
 
+SAVED_AXIS = "saved for backward (KiB, log scale; autograd-saved tensors, parameters and input excluded"
+ACCURACY_AXIS = "accuracy after training (%"
+
+
 @_default_style
-def accuracy_figure(title: str, points: list[AccuracyPoint]) -> Figure:
-    """Accuracy after training against measured saved bytes (log axis), one marker per model."""
+def accuracy_figure(title: str, points: list[AccuracyPoint], x_axis: str = SAVED_AXIS,
+                    y_axis: str = ACCURACY_AXIS) -> Figure:
+    """Accuracy after training against measured saved bytes (log axis), one marker per model, a
+    vertical bar where a point has a confidence interval. ``x_axis`` and ``y_axis`` are the axis
+    labels up to their source tags."""
     fig, ax = _new_figure(5.5)
     models = sorted({p.model for p in points})
     for i, model in enumerate(models):
@@ -153,11 +163,16 @@ def accuracy_figure(title: str, points: list[AccuracyPoint]) -> Figure:
         xs, ys = zip(*(_xy(p) for p in mine))
         ax.scatter(xs, ys, marker=marker, color=colour, s=40, zorder=3,
                    label=model + _suffix([v for p in mine for v in (p.saved, p.accuracy)]))
+        bounded = [p for p in mine if not (math.isnan(p.low) or math.isnan(p.high))]
+        if bounded:
+            x, y = zip(*(_xy(p) for p in bounded))
+            ax.errorbar(x, y, yerr=[[yy - 100 * p.low for p, yy in zip(bounded, y)],
+                                    [100 * p.high - yy for p, yy in zip(bounded, y)]],
+                        fmt="none", ecolor=colour, elinewidth=1, capsize=3, zorder=2)
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.1)
-    ax.set_xlabel("saved for backward (KiB, log scale; autograd-saved tensors, parameters and input"
-                  f" excluded; {_sources([p.saved for p in points])})", fontsize=9)
-    ax.set_ylabel(f"accuracy after training (%; {_sources([p.accuracy for p in points])})")
+    ax.set_xlabel(f"{x_axis}; {_sources([p.saved for p in points])})", fontsize=9)
+    ax.set_ylabel(f"{y_axis}; {_sources([p.accuracy for p in points])})", fontsize=9)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.set_axisbelow(True)

@@ -15,13 +15,15 @@ from pathlib import Path
 import pandas as pd
 
 from ..results import CellTables, cell_tables
-from ..stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
+from ..stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from . import checks, figures
-from .accuracy import accuracy_grid_section
-from .fewshot import fewshot_section, is_episodic
+from .accuracy import accuracy_grid_section, accuracy_rows, best_rate_means, has_grid
+from .fewshot import Save, fewshot_section, is_episodic
 from .ops import ops_section
 from .tables import (
     FULL,
+    MISSING,
+    Value,
     Values,
     escape,
     group_table,
@@ -57,6 +59,20 @@ times, with seed {DEFAULT_SEED} (the same journals give the same report). Ratios
 single values from one untimed pass (saved bytes, counted FLOPs): nothing is sampled, so they carry
 no interval."""
 
+EPISODES, GRID = "episodes", "grid"
+ACCURACY_ELSEWHERE = {
+    EPISODES: """\
+Few-shot cells: each label ran one cell per episode (seed). A row shows the costs of one of them, the
+latest record (listed under the table), and no accuracy: one episode's is mostly noise. The accuracy
+over the episodes, with its confidence interval, is in the few-shot section.""",
+    GRID: """\
+Some labels ran at several learning rates or seeds. A row shows the costs of one of their records,
+the latest (listed under the table), and no accuracy: the accuracy over the rates and seeds is in the
+learning-rate grid section, and the accuracy figure plots each label's mean at its best rate.""",
+}
+GRID_ACCURACY_AXIS = (f"accuracy after training (%; with a bar: the mean over seeds\n"
+                      f"at the label's best lr, {DEFAULT_CONFIDENCE:.0%} CI")
+
 
 @dataclass(frozen=True)
 class Group:
@@ -73,6 +89,14 @@ class Group:
     reasons: list[str]
     notes: list[str]
     run_ids: list[str]
+    accuracy_elsewhere: str
+    """``EPISODES`` or ``GRID`` where a label's accuracy is over several records, else ``""``."""
+    best: dict[str, tuple[float, Interval]]
+    """``GRID`` groups: per label its best rate and mean accuracy there (``best_rate_means``)."""
+
+    @property
+    def episodic(self) -> bool:
+        return self.accuracy_elsewhere == EPISODES
 
     @property
     def title(self) -> str:
@@ -95,9 +119,12 @@ def _groups(ok: pd.DataFrame) -> list[Group]:
     for (target, model, data, resolution, batch, mode), rows in ok.groupby(GROUP_KEYS, sort=True):
         records, notes = latest_records(rows)
         values = values_by_label(records)
+        accuracies = accuracy_rows(rows)
+        elsewhere = EPISODES if is_episodic(rows).any() else GRID if has_grid(accuracies) else ""
         groups.append(Group(
             str(target), str(model), str(data), int(resolution), int(batch), str(mode), label_order(values), values,
-            missing_reasons(records), notes, sorted(set(records["run_id"].astype(str))),
+            missing_reasons(records), notes, sorted(set(records["run_id"].astype(str))), elsewhere,
+            best_rate_means(accuracies) if elsewhere == GRID else {},
         ))
     return groups
 
@@ -135,35 +162,56 @@ def _preamble(sources: list[str]) -> str:
     return f"# odt-bench report\n\nSources: {listed}.\n\n{HOW_TO_READ}"
 
 
-def _group_section(group: Group, out_dir: Path, used: set[str]) -> str:
-    parts = [f"## {group.title}", f"Runs: {', '.join(group.run_ids)}.",
-             group_table(group.values, group.labels)]
+def _group_section(group: Group, save: Save) -> str:
+    parts = [f"## {group.title}", f"Runs: {', '.join(group.run_ids)}."]
+    if group.accuracy_elsewhere:
+        parts.append(ACCURACY_ELSEWHERE[group.accuracy_elsewhere])
+    parts.append(group_table(group.values, group.labels, accuracy=not group.accuracy_elsewhere))
     if group.reasons:
         parts.append("Missing values:\n\n" + "\n".join(f"- {escape(line)}" for line in group.reasons))
     if group.notes:
         parts.append("Repeated records:\n\n" + "\n".join(f"- {escape(line)}" for line in group.notes))
-    name = _file_name(used, "latency", group.target, group.model,
-                      *_setting_parts(group.data, group.resolution, group.batch, group.mode))
     fig = figures.latency_figure(f"Latency breakdown — {group.title}", group.labels, group.values)
-    _write_atomic(out_dir / name, figures.png_bytes(fig))
-    parts.append(f"![Latency breakdown, {escape(group.title)}]({name})")
+    parts.append(save(fig, f"Latency breakdown, {group.title}", "latency", group.target, group.model,
+                      *_setting_parts(group.data, group.resolution, group.batch, group.mode)))
     return "\n\n".join(parts)
 
 
-def _accuracy_section(groups: list[Group], out_dir: Path, used: set[str]) -> str:
-    by_setting: dict[tuple[str, str, int, int, str], dict[str, Values]] = {}
-    for g in groups:
-        by_setting.setdefault((g.target, g.data, g.resolution, g.batch, g.mode), {})[g.model] = g.values
+def _accuracy_points(group: Group) -> list[figures.AccuracyPoint]:
+    """A group's points: each label's accuracy, or in a ``GRID`` group its mean at its best rate."""
+    if not group.best:
+        return figures.accuracy_points({group.model: group.values})
+    points = []
+    for label in group.labels:
+        if label not in group.best:
+            continue
+        lr, ci = group.best[label]
+        source = group.values[label].get("accuracy_after", MISSING).source or "measured"
+        point = figures.AccuracyPoint(group.model, f"{label} · lr {lr:g}",
+                                      group.values[label].get("measured_saved_bytes", MISSING),
+                                      Value(ci.estimate, source), ci.low, ci.high)
+        if point.plottable:
+            points.append(point)
+    return points
+
+
+def _accuracy_section(groups: list[Group], save: Save) -> str:
+    plain = [g for g in groups if not g.episodic]
+    if groups and not plain:
+        return ""  # few-shot cells only: the few-shot section plots their episodes
+    by_setting: dict[tuple[str, str, int, int, str], list[Group]] = {}
+    for g in plain:
+        by_setting.setdefault((g.target, g.data, g.resolution, g.batch, g.mode), []).append(g)
     parts = ["## Accuracy vs backward memory"]
-    for (target, *setting), by_model in sorted(by_setting.items()):
-        points = figures.accuracy_points(by_model)
+    for (target, *setting), mine in sorted(by_setting.items()):
+        points = [p for g in sorted(mine, key=lambda g: g.model) for p in _accuracy_points(g)]
         if not points:
             continue
         title = f"{target} · {_setting(*setting)}"
-        name = _file_name(used, "accuracy", target, *_setting_parts(*setting))
-        fig = figures.accuracy_figure(f"Accuracy vs measured backward memory — {title}", points)
-        _write_atomic(out_dir / name, figures.png_bytes(fig))
-        parts.append(f"![Accuracy vs measured backward memory, {escape(title)}]({name})")
+        y_axis = GRID_ACCURACY_AXIS if any(g.best for g in mine) else figures.ACCURACY_AXIS
+        fig = figures.accuracy_figure(f"Accuracy vs measured backward memory — {title}", points, y_axis=y_axis)
+        parts.append(save(fig, f"Accuracy vs measured backward memory, {title}", "accuracy", target,
+                          *_setting_parts(*setting)))
     if len(parts) == 1:
         parts.append("No cell recorded both accuracy after training and saved bytes.")
     return "\n\n".join(parts)
@@ -188,11 +236,18 @@ def render(table: pd.DataFrame, out_dir: Path, sources: list[str], cells: CellTa
     ok = table[table["status"] == "ok"]
     groups = _groups(ok)
     used: set[str] = set()
+
+    def save(fig: figures.Figure, alt: str, *parts: object) -> str:
+        """Write ``fig`` under a unique name built from ``parts``; return its Markdown image line."""
+        name = _file_name(used, *parts)
+        _write_atomic(out_dir / name, figures.png_bytes(fig))
+        return f"![{escape(alt)}]({name})"
+
     sections = [_preamble(sources)]
-    sections += [_group_section(group, out_dir, used) for group in groups] or ["No successful results."]
-    sections.append(_accuracy_section(groups, out_dir, used))
+    sections += [_group_section(group, save) for group in groups] or ["No successful results."]
+    sections.append(_accuracy_section(groups, save))
     sections.append(accuracy_grid_section(ok[~is_episodic(ok)]))
-    sections.append(fewshot_section(ok))
+    sections.append(fewshot_section(ok, save))
     sections.append(ops_section(groups))
     sections.append(checks.overhead_section(cells.overhead))
     sections.append(checks.paired_section(cells.paired))

@@ -238,8 +238,9 @@ def count_cell(count: object) -> str:
     return DASH if math.isnan(number) else str(int(number))
 
 
-def group_columns(values: Values, labels: list[str]) -> list[Column]:
-    """The columns of one group's table, each as (header, cells in label order)."""
+def group_columns(values: Values, labels: list[str], accuracy: bool = True) -> list[Column]:
+    """The columns of one group's table, each as (header, cells in label order); the accuracy
+    column only when ``accuracy``."""
     columns: list[Column] = [
         ("label", [escape(label) for label in labels]),
         ("n", [count_cell(values[label].get("step_ns", MISSING).n) for label in labels]),
@@ -253,7 +254,8 @@ def group_columns(values: Values, labels: list[str]) -> list[Column]:
     columns.append(_ratio_column(values, labels, "measured_saved_bytes", "saved", sampled=False))
     columns.append(_quantity_column(values, labels, "counted_backward_flops", "bwd FLOP", "MFLOP", _mflop))
     columns.append(_ratio_column(values, labels, "counted_backward_flops", "bwd FLOP", sampled=False))
-    columns.append(_quantity_column(values, labels, "accuracy_after", "acc. after", "%", _percent))
+    if accuracy:
+        columns.append(_quantity_column(values, labels, "accuracy_after", "acc. after", "%", _percent))
     return columns
 
 
@@ -266,6 +268,6 @@ def markdown_table(columns: list[Column], left_aligned: int = 1) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
-def group_table(values: Values, labels: list[str]) -> str:
+def group_table(values: Values, labels: list[str], accuracy: bool = True) -> str:
     """The Markdown table of one group: one row per label, ``full`` first."""
-    return markdown_table(group_columns(values, labels))
+    return markdown_table(group_columns(values, labels, accuracy))
