@@ -71,7 +71,7 @@ def test_calibration_never_trains_so_accuracy_depends_only_on_the_plan_steps(lr_
         return result["calibration"]["warmup_steps"], result["accuracy"]["after"]
 
     short, long_ = after(0), after(12)
-    assert short[0] < long_[0]
+    assert long_[0] >= 12  # the minimum is kept; a loaded machine may warm up longer, either run
     assert short[1] == long_[1]
 
 
