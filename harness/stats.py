@@ -109,6 +109,11 @@ def joint_ci(columns: Sequence[Sequence[float]], statistic: Callable[..., np.nda
     return Interval(float(estimate), float(low), float(high), confidence, resamples, (len(arrays[0]),))
 
 
+def mean_ci(values: Sequence[float]) -> Interval:
+    """The mean of ``values`` with its bootstrap CI (``joint_ci`` of one column)."""
+    return joint_ci([values], lambda a: a.mean(1))
+
+
 def _array(samples: Sequence[float], name: str) -> np.ndarray:
     x = np.asarray(samples, dtype=float)
     if x.ndim != 1 or len(x) == 0:

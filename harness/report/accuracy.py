@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..stats import DEFAULT_CONFIDENCE, Interval, joint_ci
+from ..stats import DEFAULT_CONFIDENCE, Interval, joint_ci, mean_ci
 from .tables import DASH, FULL, escape, label_order, markdown_table
 
 LAST = "last-layer"
@@ -46,7 +46,7 @@ def best_rate_means(rows: pd.DataFrame) -> dict[str, tuple[float, Interval]]:
     out = {}
     for label, by_lr in _grid(rows).items():
         lr = _best(by_lr)
-        out[label] = lr, joint_ci([list(by_lr[lr].values())], lambda a: a.mean(1))
+        out[label] = lr, mean_ci(list(by_lr[lr].values()))
     return out
 
 

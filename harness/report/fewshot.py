@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from ..stats import DEFAULT_CONFIDENCE, Interval, joint_ci
+from ..stats import DEFAULT_CONFIDENCE, Interval, joint_ci, mean_ci
 from .figures import AccuracyPoint, accuracy_figure
 from .tables import DASH, Value, escape, label_order, markdown_table
 
@@ -42,10 +42,6 @@ def _per_episode(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
         batch = group.groupby("seed")["batch"].last()
         out[method] = wide.assign(batch=batch)
     return out
-
-
-def _mean_ci(values: np.ndarray) -> Interval:
-    return joint_ci([values], lambda a: a.mean(1))
 
 
 def _percent_ci(ci: Interval) -> str:
@@ -78,7 +74,7 @@ def _median(frame: pd.DataFrame, quantity: str, per_sample: bool) -> float | Non
 def _section(key: tuple, rows: pd.DataFrame, save: Save) -> str:
     episodes = _per_episode(rows)
     methods = label_order(episodes)
-    after = {m: _mean_ci(episodes[m]["accuracy_after"].to_numpy()) for m in methods}
+    after = {m: mean_ci(episodes[m]["accuracy_after"].to_numpy()) for m in methods}
     reference = next((m for m in methods if m.startswith(REFERENCE + "(")), None)
     full = next((m for m in methods if m.startswith("full ·")), None)
     full_saved = _median(episodes[full], "measured_saved_bytes", True) if full else None

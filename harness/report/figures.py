@@ -119,7 +119,8 @@ def _step_error_bars(ax: plt.Axes, labels: list[str], values: Values) -> None:
 @dataclass(frozen=True)
 class AccuracyPoint:
     """One label of one model: measured backward memory against accuracy after training; ``low``
-    and ``high`` bound the accuracy's confidence interval where it has one (a mean over episodes)."""
+    and ``high`` bound the accuracy's confidence interval where it has one (a mean over episodes
+    or seeds)."""
 
     model: str
     label: str
