@@ -15,8 +15,10 @@ from .journal import journal_paths, read_journal
 from .measurement import STEP_PARTS
 from .stats import summary
 
-CELL_COLUMNS = ["target", "run_id", "cell_id", "name", "warmup"]
-"""Every row of a record: which cell, its readable name and the warm-up steps it ran."""
+CELL_COLUMNS = ["target", "run_id", "cell_id", "name", "series", "warmup"]
+"""Every row of a record: which cell, its readable name, its series (the name without the fields
+that only tell repeated cells apart: lr, seed, steps, schedule, backbone; ``Job.name``) and the
+warm-up steps it ran."""
 COLUMNS = CELL_COLUMNS + ["model", "method", "label", "data", "resolution", "batch", "mode", "lr", "seed",
                           "episode", "checkpoint", "status",
                           "quantity", "value", "unit", "source", "per", "reason", "n", "q1", "q3",
@@ -58,7 +60,7 @@ def _names(records):
 def _cell(record, names):
     warmup = _warmup(record) if record["status"] == "ok" else None
     return {"target": record["target"], "run_id": record.get("run_id"), "cell_id": record["cell_id"],
-            "name": names[record["cell_id"]], "warmup": warmup}
+            "name": names[record["cell_id"]], "series": Job.from_json(record["job"]).name, "warmup": warmup}
 
 
 def _rows(record, names):

@@ -52,8 +52,8 @@ def ok_rows(label, *, forward=5.0, backward=40.0, update=2.0, saved=204800.0, bw
     sources = sources or {}
     method = label.split("(")[0]
     name = f"{model}-{label}-{data}"
-    record = dict(GROUP, model=model, data=data, run_id=run_id, cell_id=name, name=name, warmup=warmup,
-                  method=method, label=label, status="ok")
+    record = dict(GROUP, model=model, data=data, run_id=run_id, cell_id=name, name=name, series=name,
+                  warmup=warmup, method=method, label=label, status="ok")
     parts = {"forward_ns": spread(forward), "backward_ns": spread(backward), "update_ns": spread(update)}
     parts["step_ns"] = tuple(map(sum, zip(*parts.values())))
     rows = [_timing_row(record, q, samples, sources.get(q, "measured")) for q, samples in parts.items()]
@@ -72,8 +72,9 @@ def ok_rows(label, *, forward=5.0, backward=40.0, update=2.0, saved=204800.0, bw
 
 def failed_rows(label, message, run_id="run-1"):
     """The single error row of one failed record."""
-    record = dict(GROUP, data="synthetic", run_id=run_id, cell_id=f"cell-{label}", name=f"cell-{label}",
-                  warmup=None, method=label.split("(")[0], label=label, status="failed")
+    name = f"cell-{label}"
+    record = dict(GROUP, data="synthetic", run_id=run_id, cell_id=name, name=name, series=name, warmup=None,
+                  method=label.split("(")[0], label=label, status="failed")
     return [_row(record, "error", math.nan, "count", per="run", reason=message)]
 
 
@@ -439,7 +440,8 @@ def test_timer_overhead_section_shows_the_paired_cis_and_judges_the_reported_tim
 
 def test_saved_bytes_cross_check_says_whether_hooks_and_allocator_agree(new_report):
     rows = parse_table(section(new_report, "Cross-check: saved bytes"))
-    assert [r["cell"] for r in rows] == [BIAS_CELL, FULL_CELL]  # last-layer has no allocator figure
+    assert [r["series"] for r in rows] == [BIAS_CELL, FULL_CELL]  # last-layer has no allocator figure
+    assert [r["n cells"] for r in rows] == ["1", "1"]
     keys = ("hooks (KiB)", "allocator (KiB)", "difference (KiB)", "of allocator", "agree")
     # 6 KiB apart: more than max(10 % of 2 KiB, 1 KiB); 4.7 KiB apart: within 10 % of 195 KiB
     assert [rows[0][k] for k in keys] == ["8.0", "2.0", "+6.0", "+300.0%", "no"]
@@ -447,7 +449,7 @@ def test_saved_bytes_cross_check_says_whether_hooks_and_allocator_agree(new_repo
 
 
 def test_calibration_section_shows_the_decisions_and_placement(new_report):
-    rows = {r["cell"]: r for r in parse_table(section(new_report, "Calibration"))}
+    rows = {r["series"]: r for r in parse_table(section(new_report, "Calibration"))}
     assert list(rows) == [BIAS_CELL, FULL_CELL, LAST_CELL]
     keys = ("warm-up (min–max)", "stopped", "window", "tolerance", "step estimate (ms)",
             "timer resolution (ns)", "timed steps", "timed because", "threads", "cpus")
@@ -456,6 +458,32 @@ def test_calibration_section_shows_the_decisions_and_placement(new_report):
     assert [rows[BIAS_CELL][k] for k in keys] == \
         ["36 (5–36)", "max-steps", "3", "5%", "47.0", "1", "21", "min-time (≥ 1000 ms)", "2", "0,1"]
     assert [rows[LAST_CELL][k] for k in keys] == ["—"] * 8 + ["1", "—"]
+
+
+def _seeded(record, seed):
+    """``record`` as the cell of its job at another seed (a repeat of the same series)."""
+    job = dict(record["job"], seed=seed)
+    return dict(record, job=job, cell_id=Job.from_json(job).cell_id)
+
+
+def test_checks_of_repeated_cells_are_one_row_per_series_with_spans_and_counts(tmp_path):
+    records = [_seeded(journal_record("full", allocator=allocator, calibration=calibration(*decisions),
+                                      placement={"threads": 2, "cpus": [0, 1]}), seed)
+               for seed, allocator, decisions in ((0, 200_000, (12,)), (1, 200_000, (12,)),
+                                                  (2, 150_000, (36, "max-steps", "min-time")))]
+    report = render_journal(records, tmp_path / "out")
+    text = section(report, "Cross-check: saved bytes")
+    (row,) = parse_table(text)
+    keys = ("series", "n cells", "hooks (KiB)", "allocator (KiB)", "difference (KiB)", "of allocator", "agree")
+    # hooks 200 KiB each; the third allocator figure is 53.5 KiB below them, over 10 % of it
+    assert [row[k] for k in keys] == [FULL_CELL, "3", "200.0", "146.5–195.3", "+4.7–+53.5", "+2.4%–+36.5%",
+                                      "2 of 3"]
+    assert f"- local · {FULL_CELL}-s2: hooks 200.0 KiB, allocator 146.5 KiB" in text.splitlines()
+    (row,) = parse_table(section(report, "Calibration"))
+    keys = ("n cells", "warm-up (min–max)", "stopped", "step estimate (ms)", "timed steps", "timed because",
+            "threads", "cpus")
+    assert [row[k] for k in keys] == ["3", "12–36 (5–36)", "stable ×2, max-steps ×1", "47.0", "21",
+                                      "plan ×2, min-time (≥ 1000 ms) ×1", "2", "0,1"]
 
 
 def test_system_checks_section_lists_advice_once_with_its_cell_count(new_report):
@@ -474,8 +502,8 @@ def _accuracy_rows(label, accuracies):
     for lr, per_seed in accuracies.items():
         for seed, value in enumerate(per_seed):
             record = dict(GROUP, data="mnist5k-transfer", run_id="run-1", cell_id=f"{label}-{lr}-{seed}",
-                          name=f"{label}-{lr}-{seed}", warmup=5, method=label.split("(")[0], label=label,
-                          status="ok", lr=lr, seed=seed)
+                          name=f"{label}-{lr}-{seed}", series=label, warmup=5, method=label.split("(")[0],
+                          label=label, status="ok", lr=lr, seed=seed)
             rows.append(_row(record, "accuracy_after", value, "fraction", per="run"))
     return rows
 

@@ -1,10 +1,16 @@
-"""Report sections that check the measurements themselves, one row per cell: the timer's overhead,
-saved bytes cross-checked at the allocator, the calibration decisions and the system checks.
+"""Report sections that check the measurements themselves: the timer's overhead and the paired
+filtered/exact timings (one row per cell, each with its own interval), saved bytes cross-checked at
+the allocator and the calibration decisions (one row per series of cells that differ only in lr,
+seed, steps, schedule or backbone), and the system checks (per target).
 
 Each section is rendered only when some cell recorded its data (older journals lack it) and is
-``""`` otherwise. Rows are sorted by target and cell name, so the same tables give the same text.
+``""`` otherwise. Rows are sorted by target and cell or series name, so the same tables give the same
+text.
 """
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -12,18 +18,19 @@ from ..agreement import AGREE_BYTES, AGREE_FRACTION, disagreement
 from ..stats import DEFAULT_CONFIDENCE, median, paired_ratio_ci
 from .tables import (
     DASH,
-    MISSING,
-    Value,
     count_cell,
     escape,
     format_ci,
-    kib,
+    kib_text,
     markdown_table,
     marked,
     row_value,
     sig3,
 )
 
+SERIES_NOTE = ("A row covers a series of cells: cells whose names differ only in lr, seed (episode), steps, "
+               "schedule or backbone, counted under \"n cells\"; a figure that differs between them is "
+               "given as its lowest–highest.")
 OVERHEAD_LIMIT = 1.03
 """Timing is accepted when the CI's upper bound of reported/bare is at most this."""
 HOOKS, ALLOCATOR = "measured_saved_bytes", "allocator_saved_bytes"
@@ -97,33 +104,78 @@ def paired_section(paired: pd.DataFrame) -> str:
     return "\n\n".join(["## Gradient filtering against exact backprop (paired)", intro, _table(headers, rows)])
 
 
-def _saved_cells(hooks: Value, allocator: Value) -> list[str]:
-    sizes = [marked(kib(v), [] if v.source == "measured" else [v.source]) if v.present else DASH
-             for v in (hooks, allocator)]
-    if not (hooks.present and allocator.present):
-        return sizes + [DASH, DASH, DASH]
-    diff = hooks.value - allocator.value
-    share = f"{100 * diff / allocator.value:+.1f}%" if allocator.value else DASH
-    return sizes + [f"{diff / 1024:+.1f}", share, "no" if disagreement(hooks.value, allocator.value) else "yes"]
+def _span(values: list, digits: Callable[[float], str]) -> str:
+    """The one value, or ``lowest–highest`` of several, through ``digits``; ``—`` for none."""
+    present = sorted({v for v in values if v is not None and not pd.isna(v)})
+    if not present:
+        return DASH
+    return digits(present[0]) if len(present) == 1 else f"{digits(present[0])}–{digits(present[-1])}"
+
+
+def _tally(values: list) -> str:
+    """The one value, or each value with how many cells had it, most common first; ``—`` for none."""
+    counts = Counter(str(v) for v in values if v is not None)
+    if len(counts) < 2:
+        return next(iter(counts), DASH)
+    return ", ".join(f"{v} ×{n}" for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _series_rows(frame: pd.DataFrame, cells: Callable[[pd.DataFrame], list[object]]) -> list[list[object]]:
+    """One row per target and series of ``frame`` (one row per cell): target, series, its cell
+    count, then ``cells`` of that series' rows."""
+    return [[target, series, len(rows)] + cells(rows)
+            for (target, series), rows in frame.groupby(["target", "series"], sort=True)]
+
+
+def _saved_cells(rows: pd.DataFrame) -> list[object]:
+    def sizes(quantity: str) -> str:
+        other = sorted(set(rows.loc[rows[quantity].notna(), f"{quantity}_source"]) - {"measured"})
+        return marked(_span(list(rows[quantity]), kib_text), other)
+
+    both = rows.dropna(subset=[HOOKS, ALLOCATOR])
+    if both.empty:
+        return [sizes(HOOKS), sizes(ALLOCATOR), DASH, DASH, DASH]
+    diff = both[HOOKS] - both[ALLOCATOR]
+    share = (100 * diff / both[ALLOCATOR]).where(both[ALLOCATOR] != 0)
+    agree = int(both["agree"].sum())
+    verdict = "yes" if agree == len(both) else "no" if agree == 0 else f"{agree} of {len(both)}"
+    return [sizes(HOOKS), sizes(ALLOCATOR), _span(list(diff), lambda d: f"{d / 1024:+.1f}"),
+            _span(list(share), lambda x: f"{x:+.1f}%"), verdict]
 
 
 def saved_bytes_section(ok: pd.DataFrame) -> str:
-    """Saved bytes by the saved-tensor hooks beside the allocator's figure, per cell that has one."""
-    by_cell: dict[tuple, dict[str, Value]] = {}
+    """Saved bytes by the saved-tensor hooks beside the allocator's figure: a row per series of
+    cells that has one (spans over its cells), and the cells that disagree by name."""
+    by_cell: dict[tuple, dict[str, object]] = {}
     for row in _sorted(ok[ok["quantity"].isin([HOOKS, ALLOCATOR])]).itertuples(index=False):
-        by_cell.setdefault((row.target, row.name), {})[row.quantity] = row_value(row)
-    rows = [[target, name] + _saved_cells(values.get(HOOKS, MISSING), values[ALLOCATOR])
-            for (target, name), values in by_cell.items() if ALLOCATOR in values]
-    if not rows:
+        value = row_value(row)
+        cell = by_cell.setdefault((row.target, row.name), {"target": row.target, "series": row.series,
+                                                           "name": row.name})
+        cell[row.quantity] = value.value if value.present else None
+        cell[f"{row.quantity}_source"] = value.source
+    frame = pd.DataFrame([c for c in by_cell.values() if c.get(ALLOCATOR) is not None],
+                         columns=["target", "series", "name", HOOKS, f"{HOOKS}_source", ALLOCATOR,
+                                  f"{ALLOCATOR}_source"])
+    if frame.empty:
         return ""
-    headers = ["target", "cell", "hooks (KiB)", "allocator (KiB)", "difference (KiB)", "of allocator",
-               "agree"]
+    frame["agree"] = [hooks is not None and not pd.isna(hooks) and disagreement(hooks, allocator) is None
+                      for hooks, allocator in zip(frame[HOOKS], frame[ALLOCATOR])]
+    headers = ["target", "series", "n cells", "hooks (KiB)", "allocator (KiB)", "difference (KiB)",
+               "of allocator", "agree"]
     intro = ("The bytes saved for backward, measured twice and independently: by saved-tensor hooks (the "
              "\"saved\" column above) and at the allocator (bytes allocated in the model's forward pass and "
              "still held after it, less its output). They agree when "
              f"they differ by at most {AGREE_FRACTION:.0%} of the allocator figure or {AGREE_BYTES} B, "
-             "whichever is larger. Both are measured; a figure from another source names it.")
-    return "\n\n".join(["## Cross-check: saved bytes", intro, _table(headers, rows)])
+             "whichever is larger. Both are measured; a figure from another source names it. "
+             f"{SERIES_NOTE} \"agree\" then counts the cells that do, and the cells that do not are "
+             "named below the table.")
+    parts = ["## Cross-check: saved bytes", intro, _table(headers, _series_rows(frame, _saved_cells))]
+    apart = frame[~frame["agree"] & frame[HOOKS].notna()]
+    if len(apart):
+        parts.append("Cells whose two figures disagree:\n\n" + "\n".join(
+            escape(f"- {row.target} · {row.name}: hooks {kib_text(getattr(row, HOOKS))} KiB, allocator "
+                   f"{kib_text(getattr(row, ALLOCATOR))} KiB") for row in apart.itertuples(index=False)))
+    return "\n\n".join(parts)
 
 
 def _timed_reason(row: tuple) -> str:
@@ -132,31 +184,43 @@ def _timed_reason(row: tuple) -> str:
     return str(row.timed_reason)
 
 
-def _calibration_cells(row: tuple) -> list[object]:
-    if row.warmup_steps is None:  # placement recorded, calibration not
+def _count(value: float) -> str:
+    return f"{value:g}"
+
+
+def _calibration_cells(rows: pd.DataFrame) -> list[object]:
+    calibrated = rows[rows["warmup_steps"].notna()]
+    if calibrated.empty:  # placement recorded, calibration not
         decisions = [DASH] * 8
     else:
-        decisions = [f"{row.warmup_steps} ({row.warmup_min}–{row.warmup_max})", row.warmup_stop,
-                     row.window, f"{100 * row.tolerance:g}%", sig3(row.estimate_step_ns / 1e6),
-                     row.timer_resolution_ns, row.timed_steps, _timed_reason(row)]
-    cpus = DASH if row.cpus is None else ",".join(map(str, row.cpus))
-    threads = DASH if row.threads is None else row.threads
-    return [row.target, row.name] + decisions + [threads, cpus]
+        bounds = _tally([f"{low}–{high}" for low, high in zip(calibrated["warmup_min"], calibrated["warmup_max"])])
+        decisions = [f"{_span(list(calibrated['warmup_steps']), _count)} ({bounds})",
+                     _tally(list(calibrated["warmup_stop"])), _span(list(calibrated["window"]), _count),
+                     _span(list(calibrated["tolerance"]), lambda t: f"{100 * t:g}%"),
+                     _span(list(calibrated["estimate_step_ns"]), lambda ns: sig3(ns / 1e6)),
+                     _span(list(calibrated["timer_resolution_ns"]), _count),
+                     _span(list(calibrated["timed_steps"]), _count),
+                     _tally([_timed_reason(row) for row in calibrated.itertuples(index=False)])]
+    cpus = _tally([None if c is None else ",".join(map(str, c)) for c in rows["cpus"]])
+    return decisions + [_tally(list(rows["threads"])), cpus]
 
 
 def calibration_section(calibration: pd.DataFrame) -> str:
-    """Per cell: the warm-up run and why it stopped, the timed steps and why, threads and CPUs."""
+    """Per series of cells: the warm-up run and why it stopped, the timed steps and why, threads
+    and CPUs (spans and tallies over the series' cells)."""
     if calibration.empty:
         return ""
-    headers = ["target", "cell", "warm-up (min–max)", "stopped", "window", "tolerance",
+    headers = ["target", "series", "n cells", "warm-up (min–max)", "stopped", "window", "tolerance",
                "step estimate (ms)", "timer resolution (ns)", "timed steps", "timed because", "threads",
                "cpus"]
-    rows = [_calibration_cells(row) for row in _sorted(calibration).itertuples(index=False)]
     intro = ("Warm-up ran between its minimum and maximum steps and stopped when \"stable\" (the median "
              "step of the last window was within the tolerance of the window before it) or when a bound "
              "was hit first (\"max-steps\", \"max-time\": timings may still drift). The step estimate is "
              "the median of the last warm-up window. Timed steps are the plan's, or more (\"min-time\") so "
-             "that the timed steps last at least the time shown. Threads and CPUs are as the cell ran.")
+             "that the timed steps last at least the time shown. Threads and CPUs are as the cell ran. "
+             f"{SERIES_NOTE} A decision that differs between them is given as each value with its count "
+             "(\"stable ×38, max-steps ×2\").")
+    rows = _series_rows(calibration, _calibration_cells)
     return "\n\n".join(["## Calibration", intro, _table(headers, rows)])
 
 

@@ -136,8 +136,13 @@ def format_time(v: Value) -> str:
     return f"{median} [{sig3(v.q1 / 1e6)}–{sig3(v.q3 / 1e6)}]"
 
 
+def kib_text(size: float) -> str:
+    """Bytes as KiB with one decimal."""
+    return f"{size / 1024:.1f}"
+
+
 def kib(v: Value) -> str:
-    return f"{v.value / 1024:.1f}"
+    return kib_text(v.value)
 
 
 def _mflop(v: Value) -> str:
