@@ -124,10 +124,10 @@ def test_meta_training_makes_its_own_cached_backbone():
     assert _episode_plan(checkpoint=META_TRAINED)["checkpoint"] == meta_train("mbv2-w0.35", RESOLUTION, cache)
 
 
-def _accuracy_rows(backbone, method, accuracies, saved=None):
+def _accuracy_rows(backbone, method, accuracies, saved=None, label=None):
     """Long-table rows (harness.results' columns) of one method's episodes; ``saved`` bytes per batch
     of 25 when given."""
-    label = "tinytrain(ratio=0.5)" if method == "tinytrain" else method
+    label = label or ("tinytrain(ratio=0.5)" if method == "tinytrain" else method)
     quantities = [("accuracy_before", 0.5)] + ([("measured_saved_bytes", saved)] if saved else [])
     return [dict(target="local", run_id="r1", cell_id=f"{backbone}-{method}-{seed}", model="mbv2-w0.35",
                  method=method, label=label, data="mnist5k-fewshot", resolution=64, batch=25, lr=0.1,
@@ -160,6 +160,19 @@ def test_the_report_pairs_methods_within_one_backbone():
     for section, difference in ((pretrained, "+10.0"), (meta, "-10.0")):
         row = next(line for line in section.splitlines() if line.startswith("| last-layer"))
         assert f"{difference} [{difference}–{difference}] (n=3)" in row, row
+
+
+def test_the_paired_reference_is_tinytrain_with_the_papers_criterion_over_the_most_episodes():
+    fisher, short = "tinytrain(compute=0.6,criterion=fisher)", "tinytrain(compute=0.5,criterion=fisher)"
+    ablation = "tinytrain(compute=0.5,criterion=random)"  # sorts first
+    rows = (_accuracy_rows(None, "tinytrain", [0.3] * 3, label=ablation)
+            + _accuracy_rows(None, "tinytrain", [0.4] * 2, label=short)  # fewer episodes
+            + _accuracy_rows(None, "tinytrain", [0.6] * 3, label=fisher)
+            + _accuracy_rows(None, "last-layer", [0.5] * 3))
+    text = fewshot_section(pd.DataFrame(rows), Saved())
+    assert f"| {fisher} · lr 0.1 − method, points |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| last-layer"))
+    assert "+10.0 [+10.0–+10.0] (n=3)" in row, row
 
 
 def test_the_few_shot_figure_plots_the_mean_over_episodes_with_its_interval():
