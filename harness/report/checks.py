@@ -184,22 +184,18 @@ def _timed_reason(row: tuple) -> str:
     return str(row.timed_reason)
 
 
-def _count(value: float) -> str:
-    return f"{value:g}"
-
-
 def _calibration_cells(rows: pd.DataFrame) -> list[object]:
     calibrated = rows[rows["warmup_steps"].notna()]
     if calibrated.empty:  # placement recorded, calibration not
         decisions = [DASH] * 8
     else:
         bounds = _tally([f"{low}–{high}" for low, high in zip(calibrated["warmup_min"], calibrated["warmup_max"])])
-        decisions = [f"{_span(list(calibrated['warmup_steps']), _count)} ({bounds})",
-                     _tally(list(calibrated["warmup_stop"])), _span(list(calibrated["window"]), _count),
+        decisions = [f"{_span(list(calibrated['warmup_steps']), count_cell)} ({bounds})",
+                     _tally(list(calibrated["warmup_stop"])), _span(list(calibrated["window"]), count_cell),
                      _span(list(calibrated["tolerance"]), lambda t: f"{100 * t:g}%"),
                      _span(list(calibrated["estimate_step_ns"]), lambda ns: sig3(ns / 1e6)),
-                     _span(list(calibrated["timer_resolution_ns"]), _count),
-                     _span(list(calibrated["timed_steps"]), _count),
+                     _span(list(calibrated["timer_resolution_ns"]), count_cell),
+                     _span(list(calibrated["timed_steps"]), count_cell),
                      _tally([_timed_reason(row) for row in calibrated.itertuples(index=False)])]
     cpus = _tally([None if c is None else ",".join(map(str, c)) for c in rows["cpus"]])
     return decisions + [_tally(list(rows["threads"])), cpus]
