@@ -106,7 +106,7 @@ def paired_section(paired: pd.DataFrame) -> str:
 
 def _span(values: list, digits: Callable[[float], str]) -> str:
     """The one value, or ``lowest–highest`` of several, through ``digits``; ``—`` for none."""
-    present = sorted({v for v in values if v is not None and not pd.isna(v)})
+    present = sorted({v for v in values if pd.notna(v)})
     if not present:
         return DASH
     return digits(present[0]) if len(present) == 1 else f"{digits(present[0])}–{digits(present[-1])}"
@@ -148,18 +148,17 @@ def saved_bytes_section(ok: pd.DataFrame) -> str:
     cells that has one (spans over its cells), and the cells that disagree by name."""
     by_cell: dict[tuple, dict[str, object]] = {}
     for row in _sorted(ok[ok["quantity"].isin([HOOKS, ALLOCATOR])]).itertuples(index=False):
-        value = row_value(row)
+        value = row_value(row)  # NaN where missing
         cell = by_cell.setdefault((row.target, row.name), {"target": row.target, "series": row.series,
                                                            "name": row.name})
-        cell[row.quantity] = value.value if value.present else None
-        cell[f"{row.quantity}_source"] = value.source
-    frame = pd.DataFrame([c for c in by_cell.values() if c.get(ALLOCATOR) is not None],
-                         columns=["target", "series", "name", HOOKS, f"{HOOKS}_source", ALLOCATOR,
-                                  f"{ALLOCATOR}_source"])
+        cell[row.quantity], cell[f"{row.quantity}_source"] = value.value, value.source
+    frame = pd.DataFrame(list(by_cell.values()), columns=["target", "series", "name", HOOKS, f"{HOOKS}_source",
+                                                          ALLOCATOR, f"{ALLOCATOR}_source"])
+    frame = frame[frame[ALLOCATOR].notna()]
     if frame.empty:
         return ""
-    frame["agree"] = [hooks is not None and not pd.isna(hooks) and disagreement(hooks, allocator) is None
-                      for hooks, allocator in zip(frame[HOOKS], frame[ALLOCATOR])]
+    frame = frame.assign(agree=[pd.notna(hooks) and disagreement(hooks, allocator) is None
+                                for hooks, allocator in zip(frame[HOOKS], frame[ALLOCATOR])])
     headers = ["target", "series", "n cells", "hooks (KiB)", "allocator (KiB)", "difference (KiB)",
                "of allocator", "agree"]
     intro = ("The bytes saved for backward, measured twice and independently: by saved-tensor hooks (the "
