@@ -51,22 +51,25 @@ def _warmup(record):
     return calibration.get("warmup_steps", record["job"]["warmup"])
 
 
-def _names(records):
-    """``{cell_id: name}`` unique across the records' cells (a cell on two targets is one cell)."""
+def _cells(records):
+    """``{cell_id: (Job, name)}``, each job parsed once, its name unique across the records' cells
+    (a cell on two targets is one cell)."""
     jobs = {record["cell_id"]: Job.from_json(record["job"]) for record in records}
-    return unique_names(list(jobs.values()))
+    names = unique_names(list(jobs.values()))
+    return {cell_id: (job, names[cell_id]) for cell_id, job in jobs.items()}
 
 
-def _cell(record, names):
+def _cell(record, cells):
     warmup = _warmup(record) if record["status"] == "ok" else None
+    job, name = cells[record["cell_id"]]
     return {"target": record["target"], "run_id": record.get("run_id"), "cell_id": record["cell_id"],
-            "name": names[record["cell_id"]], "series": Job.from_json(record["job"]).name, "warmup": warmup}
+            "name": name, "series": job.name, "warmup": warmup}
 
 
-def _rows(record, names):
+def _rows(record, cells):
     job = record["job"]
-    base = dict(_cell(record, names), model=job["model"], method=job["method"],
-                label=Job.from_json(job).label, data=job["data"], resolution=job["resolution"],
+    base = dict(_cell(record, cells), model=job["model"], method=job["method"],
+                label=cells[record["cell_id"]][0].label, data=job["data"], resolution=job["resolution"],
                 batch=job["batch"], mode=job["mode"], lr=job["lr"], seed=job["seed"],
                 episode=job.get("episode", ""), checkpoint=job.get("checkpoint"), status=record["status"])
     nan = float("nan")
@@ -92,8 +95,8 @@ def _rows(record, names):
 
 
 def long_table(records):
-    names = _names(records)
-    rows = [row for record in records for row in _rows(record, names)]
+    cells = _cells(records)
+    rows = [row for record in records for row in _rows(record, cells)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -141,8 +144,8 @@ def _check_rows(cell, m):
 
 def cell_tables(records):
     """The per-cell tables of the ok ``records``; values keep their JSON types (object columns)."""
-    names = _names(records)
-    ok = [(_cell(record, names), record["measurement"]) for record in records if record["status"] == "ok"]
+    cells = _cells(records)
+    ok = [(_cell(record, cells), record["measurement"]) for record in records if record["status"] == "ok"]
 
     def frame(rows, columns):
         return pd.DataFrame([row for cell, m in ok for row in rows(cell, m)], columns=columns, dtype=object)
