@@ -1,4 +1,5 @@
-"""The ``odt-bench`` command line: run, analyze, report, export, list, doctor, pretrain.
+"""The ``odt-bench`` command line: run, analyze, report, export, list, doctor, search-sparse,
+pretrain, meta-train.
 
 Exit codes: 0 every cell ok; 1 some cells failed (their records and all others are kept) or the
 target could not be reached;
@@ -90,7 +91,7 @@ def _adhoc_jobs(args):
     doc = {"defaults": defaults, "methods": {args.method: params},
            "cells": [{"model": args.model, "method": args.method}]}
     return jobs_from(apply_overrides(doc, parse_overrides(getattr(args, "overrides", None))),
-                     "command line")
+                     "the cell of --model/--method", numbered=False)
 
 
 def _selected(jobs, expression):

@@ -99,15 +99,16 @@ def _product(table):
     return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
-def jobs_from(doc, where="plan"):
-    """Expand a parsed plan document into Jobs, validating every key and name."""
+def jobs_from(doc, where="plan", numbered=True):
+    """Expand a parsed plan document into Jobs, validating every key and name. Errors start with
+    ``where`` and, if ``numbered``, the block (``[[cells]] #2``)."""
     _check_keys(where, doc, TOP_KEYS)
     defaults = doc.get("defaults", {})
     _check_keys(where + " [defaults]", defaults, JOB_FIELDS)
     method_params = doc.get("methods", {})
     jobs, seen = [], set()
     for i, block in enumerate(doc.get("cells", [])):
-        here = "%s [[cells]] #%d" % (where, i + 1)
+        here = "%s [[cells]] #%d" % (where, i + 1) if numbered else where
         block = dict(block)
         block_params = dict(method_params, **block.pop("methods", {}))
         _check_keys(here, block, JOB_FIELDS)

@@ -75,7 +75,8 @@ def test_quick_plan_runs_end_to_end_and_renders_a_report(tmp_path):
 @pytest.mark.parametrize("args,text", [
     (["--model", "resnet-9000", "--method", "full"], "unknown model 'resnet-9000'; known models"),
     (["--model", "mbv2-w0.35", "--method", "magic"], "unknown method 'magic'; known methods"),
-    (["--model", "mbv2-w0.35", "--method", "bp-last-k"], "needs parameter 'k'"),
+    (["--model", "mbv2-w0.35", "--method", "bp-last-k"],
+     "the cell of --model/--method: method 'bp-last-k' needs parameter 'k'"),
     (["--plan", "nope"], "unknown plan 'nope'; known plans"),
     (["--target", "pi-9", "--model", "mbv2-w0.35", "--method", "full"], "unknown target 'pi-9'; known targets: local"),
     (["--steps", "3"], "--steps describes a single cell"),
