@@ -130,7 +130,8 @@ def compile_job(job: Job, cache: ArtifactCache) -> dict:
         raise JobError("method %r selects on the fp32 model; use numeric 'fp32'" % job.method)
     filtered = update_plan is not None and any(layer["update"] == "filtered" for layer in update_plan["layers"])
     if filtered and job.ops != "odt":
-        raise JobError("method %r filters gradients, which only the op library does: set ops 'odt'" % job.method)
+        raise JobError("method %r filters gradients, which only the op library does: set ops 'odt' "
+                       "(ops = \"odt\" in a plan, --ops odt on the command line)" % job.method)
     if job.mode == "paired" and not filtered:
         raise JobError("mode 'paired' times a gradient-filtered plan against its exact twin; method %r filters "
                        "no layer" % job.method)

@@ -41,7 +41,8 @@ def test_the_last_k_convs_are_filtered_downsample_convs_included():
     (dict(patch=0), "patch must be an integer >= 1, got 0"),
     (dict(patch=5, resolution=128), r"conv 49 \(blocks.16.dw.conv\) at resolution 128: gradient filter patch 5 is "
                                     r"larger than the conv's 4x4 output; the largest patch that means anything here is 4"),
-    (dict(ops="stock"), "filters gradients, which only the op library does: set ops 'odt'"),
+    (dict(ops="stock"), r"filters gradients, which only the op library does: set ops 'odt' \(ops = \"odt\" in a plan, "
+                       r"--ops odt on the command line\)"),
 ])
 def test_bad_gradfilter_settings_are_refused_with_the_reason(kw, message):
     with pytest.raises(JobError, match=message):
