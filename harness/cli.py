@@ -267,9 +267,40 @@ def cmd_analyze(args):
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
-        for name, fig in sorted(out.items()):
-            print("%-34s %s" % (name, fig))
+        print("\n".join(_analysis_lines(job, plan["update_plan"], result)))
     return EXIT_OK
+
+
+def _figure_value(fig):
+    if fig.value is None:
+        return "—"
+    return "{:,.0f}".format(fig.value) if float(fig.value).is_integer() else "{:,.4g}".format(fig.value)
+
+
+def _analysis_lines(job, update_plan, result):
+    """``analyze``'s figures for people: the cell, what its plan updates, then one line per figure
+    (dotted name, value, unit, source, per what, and how it was obtained or why it is missing)."""
+    params = ",".join("%s=%s" % kv for kv in sorted(job.method_params.items()))
+    lines = ["%s · %s%s · %d px · batch %d · ops %s" % (job.model, job.method, "(%s)" % params if params else "",
+                                                         job.resolution, job.batch, job.ops)]
+    updated = [layer for layer in update_plan["layers"] if layer["update"] != "frozen"]
+    kinds = {}
+    for layer in updated:
+        kinds[layer["update"]] = kinds.get(layer["update"], 0) + 1
+    every = len(updated) == len(update_plan["layers"])
+    lines.append("updates %s layers (%s; BN %s)%s" % (
+        "all %d" % len(updated) if every else "%d of %d" % (len(updated), len(update_plan["layers"])),
+        ", ".join("%s ×%d" % kv for kv in sorted(kinds.items())), update_plan["bn"],
+        "" if every else ": " + ", ".join(layer["name"] for layer in updated)))
+    figures = []
+    for name, fig in sorted(result.items()):
+        figures += sorted((name + "." + k, v) for k, v in fig.items()) if isinstance(fig, dict) else [(name, fig)]
+    width = max(len(name) for name, _ in figures)
+    for name, fig in figures:
+        note = fig.reason or fig.how
+        lines.append("%-*s %15s %-5s  %s, per %s%s" % (width, name, _figure_value(fig), fig.unit, fig.source.value,
+                                                      fig.per, "; " + note if note else ""))
+    return lines
 
 
 def cmd_doctor(args):

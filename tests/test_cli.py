@@ -311,6 +311,27 @@ def test_analyze_prints_one_json_object(capsys):
     assert out["batch"] == 1
 
 
+
+def test_analyze_prints_the_plan_and_one_readable_line_per_figure(capsys):
+    args = ["analyze", "--model", "mbv2-w0.35", "--resolution", "64", "--method", "bp-last-k", "--k", "2"]
+    assert main(args + ["--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "mbv2-w0.35 · bp-last-k(k=2) · 64 px · batch 1 · ops stock"
+    assert lines[1] == ("updates 3 of 52 layers (weight ×3; BN fold): "
+                        "blocks.16.dw.conv, blocks.16.pw2.conv, classifier")
+    by_name = {line.split()[0]: line.split(None, 1)[1] for line in lines[2:]}
+    saved = figures["measured_saved_bytes"]
+    assert by_name["measured_saved_bytes"] == "{:,} bytes  measured, per batch; {}".format(saved["value"], saved["how"])
+    macs = figures["analytic_backward"]["exact_backward_macs"]["value"]
+    assert by_name["analytic_backward.exact_backward_macs"] == "{:,} MAC    analytic, per batch".format(macs)
+    assert by_name["memory_bytes.saved_inputs_fp32"].endswith("bytes  analytic, per sample")
+    leaves = {name for name, v in figures.items() if isinstance(v, dict) and "unit" in v}
+    leaves |= {name + "." + part for name, v in figures.items() if isinstance(v, dict) and "unit" not in v
+               for part, sub in v.items() if isinstance(sub, dict)}
+    assert set(by_name) == leaves and "memory_bytes.plan_fp32" in leaves
+
 def test_a_failing_host_analysis_keeps_the_devices_measurement(tmp_path, monkeypatch):
     """The device's samples and accuracy survive a bug in host analysis: the record is failed (so
     --resume runs the cell again) but holds what the device measured."""
