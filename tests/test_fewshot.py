@@ -124,11 +124,12 @@ def test_meta_training_makes_its_own_cached_backbone():
     assert _episode_plan(checkpoint=META_TRAINED)["checkpoint"] == meta_train("mbv2-w0.35", RESOLUTION, cache)
 
 
-def _accuracy_rows(backbone, method, accuracies, saved=None, label=None):
-    """Long-table rows (harness.results' columns) of one method's episodes; ``saved`` bytes per batch
-    of 25 when given."""
+def _accuracy_rows(backbone, method, accuracies, saved=None, label=None, flops=None):
+    """Long-table rows (harness.results' columns) of one method's episodes; ``saved`` bytes and
+    ``flops`` counted backward FLOPs per batch of 25 when given."""
     label = label or ("tinytrain(ratio=0.5)" if method == "tinytrain" else method)
     quantities = [("accuracy_before", 0.5)] + ([("measured_saved_bytes", saved)] if saved else [])
+    quantities += [("counted_backward_flops", flops)] if flops else []
     return [dict(target="local", run_id="r1", cell_id=f"{backbone}-{method}-{seed}", model="mbv2-w0.35",
                  method=method, label=label, data="mnist5k-fewshot", resolution=64, batch=25, lr=0.1,
                  seed=seed, episode="5way-5shot", checkpoint=backbone, status="ok", quantity=quantity,
@@ -173,6 +174,23 @@ def test_the_paired_reference_is_tinytrain_with_the_papers_criterion_over_the_mo
     assert f"| {fisher} · lr 0.1 − method, points |" in text
     row = next(line for line in text.splitlines() if line.startswith("| last-layer"))
     assert "+10.0 [+10.0–+10.0] (n=3)" in row, row
+
+
+def test_per_sample_flops_keep_three_significant_digits_however_small():
+    rows = (_accuracy_rows(None, "full", [0.6] * 3, saved=25 * 2_000_000, flops=25 * 15_760_000)
+            + _accuracy_rows(None, "last-layer", [0.5] * 3, saved=25 * 400, flops=25 * 1_120))
+    lines = fewshot_section(pd.DataFrame(rows), Saved()).splitlines()
+    header = next(line for line in lines if line.startswith("| method"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+
+    def cell(label, column):
+        row = next(line for line in lines if line.startswith("| " + label))
+        return [c.strip() for c in row.strip("|").split("|")][columns.index(column)]
+
+    assert cell("full", "backward MFLOP / sample") == "15.8"
+    assert cell("last-layer", "backward MFLOP / sample") == "0.00112"  # was "0.00"
+    assert cell("last-layer", "full ÷ FLOP") == "14,071×"
+    assert cell("last-layer", "saved KiB / sample") == "0.4"  # one decimal, as the group tables
 
 
 def test_the_few_shot_figure_plots_the_mean_over_episodes_with_its_interval():

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..stats import DEFAULT_CONFIDENCE, Interval, joint_ci, mean_ci
 from .figures import AccuracyPoint, accuracy_figure
-from .tables import DASH, Value, escape, label_order, markdown_table
+from .tables import DASH, Value, escape, kib_text, label_order, markdown_table, sig3
 
 Save = Callable[..., str]
 """``save(figure, alt text, *name parts)``: writes a figure beside the report, returns its image line."""
@@ -108,9 +108,9 @@ def _section(key: tuple, rows: pd.DataFrame, save: Save) -> str:
                         [DASH if m == reference else _difference(episodes[reference], episodes[m]) for m in methods]))
     saved = [_median(episodes[m], "measured_saved_bytes", True) for m in methods]
     flops = [_median(episodes[m], "counted_backward_flops", True) for m in methods]
-    columns += [("saved KiB / sample", [DASH if v is None else f"{v / 1024:.1f}" for v in saved]),
+    columns += [("saved KiB / sample", [DASH if v is None else kib_text(v) for v in saved]),
                 ("full ÷ saved", [times_full(v, full_saved) for v in saved]),
-                ("backward MFLOP / sample", [DASH if v is None else f"{v / 1e6:.2f}" for v in flops]),
+                ("backward MFLOP / sample", [DASH if v is None else sig3(v / 1e6) for v in flops]),
                 ("full ÷ FLOP", [times_full(v, full_flops) for v in flops]),
                 ("selection / fwd+bwd", [selection(episodes[m]) for m in methods])]
     target, model, data, resolution, episode, backbone = key
