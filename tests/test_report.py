@@ -550,9 +550,13 @@ def _episode_rows(label, accuracies):
     return rows
 
 
-def test_few_shot_cells_show_their_accuracy_over_the_episodes_not_one_episodes(tmp_path):
+def test_few_shot_cells_show_their_accuracy_over_the_episodes_not_one_episodes(tmp_path, monkeypatch):
     rows = _episode_rows("full", [0.9, 0.5, 0.7]) + _episode_rows("last-layer", [0.6, 0.4, 0.2])
+    drawn = []
+    monkeypatch.setattr(figures, "png_bytes", lambda fig: drawn.append(fig.axes[0].get_title()) or PNG_SIGNATURE)
     text = render(table(rows), tmp_path, []).read_text()
+    [latency] = [title for title in drawn if title.startswith("Latency breakdown")]
+    assert latency.endswith("\none record per label, the latest (the report lists them under \"Repeated records\")")
     group = section(text, "local · mbv2-w0.35 · mnist5k-fewshot")
     assert "Few-shot cells: each label ran one cell per episode" in group
     assert not any(key.startswith("acc.") for key in parse_table(group)[0])  # the last episode's 70 % is not shown

@@ -70,6 +70,8 @@ Some labels ran at several learning rates or seeds. A row shows the costs of one
 the latest (listed under the table), and no accuracy: the accuracy over the rates and seeds is in the
 learning-rate grid section, and the accuracy figure plots each label's mean at its best rate.""",
 }
+REPEATED_FIGURE_NOTE = "\none record per label, the latest (the report lists them under \"Repeated records\")"
+"""The latency figure of a group where some label ran several cells shows the same records as its table."""
 GRID_ACCURACY_AXIS = (f"accuracy after training (%; with a bar: the mean over seeds\n"
                       f"at the label's best lr, {DEFAULT_CONFIDENCE:.0%} CI")
 
@@ -171,7 +173,8 @@ def _group_section(group: Group, save: Save) -> str:
         parts.append("Missing values:\n\n" + "\n".join(f"- {escape(line)}" for line in group.reasons))
     if group.notes:
         parts.append("Repeated records:\n\n" + "\n".join(f"- {escape(line)}" for line in group.notes))
-    fig = figures.latency_figure(f"Latency breakdown — {group.title}", group.labels, group.values)
+    title = f"Latency breakdown — {group.title}" + (REPEATED_FIGURE_NOTE if group.notes else "")
+    fig = figures.latency_figure(title, group.labels, group.values)
     parts.append(save(fig, f"Latency breakdown, {group.title}", "latency", group.target, group.model,
                       *_setting_parts(group.data, group.resolution, group.batch, group.mode)))
     return "\n\n".join(parts)
