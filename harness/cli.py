@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from . import registry
@@ -284,9 +285,7 @@ def _analysis_lines(job, update_plan, result):
     lines = ["%s · %s%s · %d px · batch %d · ops %s" % (job.model, job.method, "(%s)" % params if params else "",
                                                          job.resolution, job.batch, job.ops)]
     updated = [layer for layer in update_plan["layers"] if layer["update"] != "frozen"]
-    kinds = {}
-    for layer in updated:
-        kinds[layer["update"]] = kinds.get(layer["update"], 0) + 1
+    kinds = Counter(layer["update"] for layer in updated)
     every = len(updated) == len(update_plan["layers"])
     lines.append("updates %s layers (%s; BN %s)%s" % (
         "all %d" % len(updated) if every else "%d of %d" % (len(updated), len(update_plan["layers"])),
