@@ -200,10 +200,12 @@ def cmd_list(args):
             print("%-20s %s convs; published: %s; sparse-update presets: %s"
                   % (name, spec["n_convs"], source, presets))
     elif args.what == "methods":
-        for name in registry.names(registry.METHODS):
+        names = registry.names(registry.METHODS)
+        width = max(map(len, names))
+        for name in names:
             method = registry.load(registry.METHODS, name)
             params = ", ".join("%s (%s)" % (p, kind.__name__) for p, (kind, _) in method.params.items())
-            print("%-12s %s%s" % (name, method.description, "; parameters: " + params if params else ""))
+            print("%-*s %s%s" % (width, name, method.description, "; parameters: " + params if params else ""))
     elif args.what == "plans":
         for name in plan_names():
             plan = load_plan(name)

@@ -174,6 +174,6 @@ def _batch(job, data):
 def exact_twin(update_plan):
     """The plan that trains the same layers by exact backprop with stock layers: every filtered
     conv becomes a whole-weight update (the baseline a paired cell runs beside its own plan)."""
-    layers = [{k: v for k, v in dict(layer, update="weight").items() if k != "patch"}
+    layers = [{k: v for k, v in dict(layer, update="weight").items() if k not in ("patch", "compact")}
               if layer["update"] == "filtered" else layer for layer in update_plan["layers"]]
     return {"update_plan": dict(update_plan, layers=layers), "ops": "stock"}

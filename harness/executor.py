@@ -11,6 +11,10 @@ region holds its GPU work; the CPU path has no synchronisation and no extra bran
 import copy
 import hashlib
 import os
+try:
+    import resource
+except ImportError:  # not on Unix: no page-fault counts
+    resource = None
 
 import torch
 
@@ -109,6 +113,12 @@ def place(threads, cpus=None):
         pinned = sorted(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     return {"threads": torch.get_num_threads(), "cpus": pinned}
+
+
+def minor_faults():
+    """This process's minor page faults so far (memory first touched, mapped by the kernel); None
+    where the OS does not count them."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else None
 
 
 def require_cuda():
@@ -216,9 +226,10 @@ class Execution:
     def _region(self, emit, event, name):
         emit({"type": "region", "event": event, "name": name, "t": self.clock()})
 
-    def _step(self, emit, phase, i, buffer, x, y):
-        """One instrumented step on ``(x, y)``, its message sent (or buffered); its duration."""
-        msg = {"type": "step", "i": i, "phase": phase, "t": list(self.trainer.step(x, y))}
+    def _step(self, emit, phase, i, buffer, x, y, stamps=None):
+        """One instrumented step on ``(x, y)`` (or the ``stamps`` of one just taken), its message
+        sent (or buffered); its duration."""
+        msg = {"type": "step", "i": i, "phase": phase, "t": list(stamps or self.trainer.step(x, y))}
         if buffer is None:
             emit(msg)
         else:
@@ -252,20 +263,27 @@ class Execution:
     def _exact_pairs(self, emit, pairs, warmup):
         """Interleaved pairs (ABBA) of a step of the plan (sent as the timed steps) and a step of
         its exact twin on the same batch, both timed by the trainer's stamps; the twin first warms
-        up as many steps as the plan's calibration did."""
+        up as many steps as the plan's calibration did. Each arm's minor page faults per step
+        (``minor_faults``, read just outside the step's stamps; None where the OS does not count
+        them) show which arm's memory came fresh from the kernel."""
         for _ in range(warmup):
             self.twin.step(*self._next_batch())
         exact = {part: [] for part in ("forward_ns", "backward_ns", "update_ns", "step_ns")}
+        faults = {"plan": [], "exact": []}
         for i in range(pairs):
             x, y = self._next_batch()
             for arm in (("plan", "twin") if i % 2 == 0 else ("twin", "plan")):
+                before = minor_faults()
+                t = (self.trainer if arm == "plan" else self.twin).step(x, y)
+                after = minor_faults()
+                if before is not None:
+                    faults["plan" if arm == "plan" else "exact"].append(after - before)
                 if arm == "plan":
-                    self._step(emit, "timed", i, None, x, y)
+                    self._step(emit, "timed", i, None, x, y, stamps=t)
                     continue
-                t = self.twin.step(x, y)
                 for part, (a, b) in zip(exact, ((0, 1), (1, 2), (2, 3), (0, 3))):
                     exact[part].append(t[b] - t[a])
-        return {"order": "ABBA", "exact": exact}
+        return {"order": "ABBA", "exact": exact, "minor_faults": faults if faults["plan"] else None}
 
     def _calibrate(self, emit):
         """Warm-up and sample sizing, then the model, optimizer and data stream as before it:

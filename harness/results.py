@@ -28,7 +28,8 @@ CALIBRATION_KEYS = ["warmup_min", "warmup_max", "warmup_steps", "warmup_stop", "
                     "min_timed_ns"]
 OVERHEAD_ARMS = ["reported_ns", "instrumented_ns", "bare_ns"]
 OVERHEAD_COLUMNS = CELL_COLUMNS + OVERHEAD_ARMS + ["order"]
-PAIRED_ARMS = ["filtered_backward_ns", "exact_backward_ns", "filtered_step_ns", "exact_step_ns"]
+PAIRED_ARMS = ["filtered_backward_ns", "exact_backward_ns", "filtered_step_ns", "exact_step_ns",
+               "filtered_faults", "exact_faults"]
 PAIRED_COLUMNS = CELL_COLUMNS + PAIRED_ARMS + ["order"]
 CALIBRATION_COLUMNS = CELL_COLUMNS + CALIBRATION_KEYS + ["threads", "cpus"]
 CHECK_COLUMNS = CELL_COLUMNS + ["check", "status", "value", "advice"]
@@ -119,13 +120,16 @@ def _overhead_rows(cell, m):
 
 
 def _paired_rows(cell, m):
-    """The i-th timed step of the cell's plan and the i-th step of its exact twin form pair i."""
+    """The i-th timed step of the cell's plan and the i-th step of its exact twin form pair i;
+    each arm's minor page faults per step where they were counted (else None)."""
     pairs = m.get("paired")
     if pairs:
+        faults = pairs.get("minor_faults") or {}
         yield dict(cell, filtered_backward_ns=tuple(m["samples"]["backward_ns"]),
                    exact_backward_ns=tuple(pairs["exact"]["backward_ns"]),
                    filtered_step_ns=tuple(m["samples"]["step_ns"]), exact_step_ns=tuple(pairs["exact"]["step_ns"]),
-                   order=pairs["order"])
+                   filtered_faults=tuple(faults["plan"]) if faults else None,
+                   exact_faults=tuple(faults["exact"]) if faults else None, order=pairs["order"])
 
 
 def _calibration_rows(cell, m):

@@ -1,14 +1,17 @@
 """The one shared training loop: a Trainer doing timed steps, timings leave through return values.
 
-A step is split into forward (model + loss), backward and update (optimizer step + zeroing the
-gradients). Only the clock is read inside a step; batches come from ``next_batch`` before the
-first timestamp, so data preparation is never timed.
+A step is split into forward (model + loss), backward and update (optimizer step, folding the
+compact steps of gradient-filtered convs into their weights, zeroing the gradients). Only the
+clock is read inside a step; batches come from ``next_batch`` before the first timestamp, so data
+preparation is never timed.
 """
 import math
 import time
 
 import torch
 from torch import nn
+
+from suites.ops import FilteredConv2d
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -38,6 +41,7 @@ class Trainer:
         self.clock = clock
         self.lr, self.schedule, self.steps = lr, schedule, steps
         self.step_count = 0
+        self._compact = [m for m in model.modules() if isinstance(m, FilteredConv2d) and m.delta is not None]
 
     def step(self, x, y):
         """One training step; returns the four timestamps (start, forward done, backward done, end)."""
@@ -63,6 +67,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         self.optimizer.step()
+        for conv in self._compact:
+            conv.fold_()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
 

@@ -88,6 +88,33 @@ def test_filtered_gradients_equal_a_per_patch_reference(seed):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_the_compact_update_trains_one_value_per_pair_and_moves_the_weight_as_the_dense_one(seed):
+    """``compact``: delta's gradient is the reference's per-pair value, no full-size weight gradient
+    exists, and SGD steps (with momentum, folded by the next forward as any plain loop leaves them)
+    move weight and bias as the same steps on the dense filtered gradient."""
+    for batch, c_in, c_out, groups, size, kernel, stride, padding, r, layout in _settings(seed, 6):
+        x = torch.randn(batch, c_in, size, size).contiguous(memory_format=layout)
+        dense_conv, compact_conv = (_conv(c_in, c_out, groups, kernel, stride, padding, layout, seed) for _ in "ab")
+        g = torch.randn_like(dense_conv(x))
+        reference_gw = _reference(dense_conv, r, x, g)[0]
+        dense, compact = FilteredConv2d.from_conv(dense_conv, r), FilteredConv2d.from_conv(compact_conv, r, compact=True)
+        assert not compact.weight.requires_grad and compact.delta.shape == (c_out, c_in // groups, 1, 1)
+        optimizers = [torch.optim.SGD(list(layer.parameters()), lr=0.1, momentum=0.9) for layer in (dense, compact)]
+        for step in range(3):
+            for layer, optimizer in zip((dense, compact), optimizers):
+                (layer(x) * g).sum().backward()
+                if step == 0 and layer is compact:
+                    assert compact.weight.grad is None
+                    torch.testing.assert_close(compact.delta.grad, reference_gw[:, :, :1, :1], rtol=1e-4, atol=1e-4)
+                optimizer.step()
+                optimizer.zero_grad()
+        compact(x)  # folds the last step
+        assert torch.count_nonzero(compact.delta) == 0
+        torch.testing.assert_close(compact.weight, dense.weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(compact.bias, dense.bias, rtol=1e-5, atol=1e-6)
+
+
 def _patch_constant(t, r):
     """``t`` made constant over r x r patches (the last ones may be smaller)."""
     rows, cols = t.shape[2:]

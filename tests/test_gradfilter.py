@@ -2,6 +2,7 @@
 the paired mode that times it against its exact twin."""
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -12,13 +13,16 @@ from harness.cli import main
 from harness.compile import exact_twin
 from harness.job import JobError
 from suites import models
+from suites.methods import make_plan
 from suites.ops import FilteredConv2d
+from suites.train import Trainer
 from tests.helpers import plan_for
+from tests.test_report import parse_table, section
 
 
-def _gradfilter(model="mbv2-w0.35", k=2, patch=2, resolution=128, **kw):
+def _gradfilter(model="mbv2-w0.35", k=2, patch=2, resolution=128, method="gradfilter", **kw):
     kw.setdefault("ops", "odt")
-    return plan_for(model=model, method="gradfilter", resolution=resolution,
+    return plan_for(model=model, method=method, resolution=resolution,
                     method_params={"k": k, "patch": patch}, **kw)
 
 
@@ -47,6 +51,19 @@ def test_the_last_k_convs_are_filtered_downsample_convs_included():
 def test_bad_gradfilter_settings_are_refused_with_the_reason(kw, message):
     with pytest.raises(JobError, match=message):
         _gradfilter(**kw)
+
+
+def test_a_filtered_plan_entry_takes_patch_and_optionally_compact_and_nothing_else():
+    layers = [{"name": "conv", "kind": "conv", "index": 0, "update": "frozen"},
+              {"name": "classifier", "kind": "linear", "index": None, "update": "frozen"}]
+    plan = make_plan(layers, "fold", {0: {"update": "filtered", "patch": 2, "compact": True}})
+    assert plan["layers"][0] == dict(layers[0], update="filtered", patch=2, compact=True)
+    for bad in ({"update": "filtered", "patch": 2, "compact": False}, {"update": "filtered", "patch": 2, "dense": 1},
+                {"update": "filtered", "patch": "2"}, {"update": "weight", "patch": 2}):
+        with pytest.raises(ValueError, match="only convs take a dict update"):
+            make_plan(layers, "fold", {0: bad})
+    with pytest.raises(ValueError, match="only convs take a dict update"):
+        make_plan(layers, "fold", {"classifier": {"update": "filtered", "patch": 2}})
 
 
 def test_paired_mode_needs_a_filtered_plan_and_compiles_its_exact_twin():
@@ -132,10 +149,16 @@ def test_a_paired_cell_runs_both_arms_interleaved_and_reports_the_speedup(tmp_pa
     assert m["paired"]["order"] == "ABBA"
     assert len(m["paired"]["exact"]["backward_ns"]) == len(m["samples"]["backward_ns"]) >= 4
     assert all(t > 0 for t in m["paired"]["exact"]["step_ns"])
+    faults = m["paired"]["minor_faults"]
+    assert len(faults["plan"]) == len(faults["exact"]) == len(m["samples"]["backward_ns"])
+    assert all(isinstance(n, int) and n >= 0 for n in faults["plan"] + faults["exact"])
     assert "both arms" in m["figures"]["train_peak_bytes"]["how"]
     text = (report / "report.md").read_text()
     assert "## Gradient filtering against exact backprop (paired)" in text
     assert "conv3x3-c512-r7-cl-gradfilter(k=1,patch=2)+odt" in text
+    (row,) = parse_table(section(text, "Gradient filtering against exact backprop"))
+    assert row["exact faults/step"] == f"{statistics.median(faults['exact']):,.0f}"
+    assert row["filtered faults/step"] == f"{statistics.median(faults['plan']):,.0f}"
 
 
 def test_filtered_training_moves_the_filtered_weights_and_nothing_earlier():
@@ -147,6 +170,34 @@ def test_filtered_training_moves_the_filtered_weights_and_nothing_earlier():
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"blocks.16.dw.conv.weight", "blocks.16.dw.conv.bias", "blocks.16.pw2.conv.weight",
                        "blocks.16.pw2.conv.bias", "classifier.weight", "classifier.bias"}
+
+
+def test_the_compact_variant_trains_pair_values_into_the_same_weights_and_keeps_the_same_bytes():
+    """gradfilter-compact: the plan of gradfilter with compact filtered convs, the same exact twin,
+    the same saved bytes; the trainer's steps end in the same weights, no step left in a delta."""
+    dense_plan, compact_plan = (_gradfilter(k=3, resolution=64, batch=2, method=m, mode="paired")
+                                for m in ("gradfilter", "gradfilter-compact"))
+    filtered = [layer for layer in compact_plan["update_plan"]["layers"] if layer["update"] == "filtered"]
+    assert len(filtered) == 3 and all(layer["compact"] is True for layer in filtered)
+    assert compact_plan["twin"] == dense_plan["twin"]
+    saved = [analyze(plan)["measured_saved_bytes"].value for plan in (dense_plan, compact_plan)]
+    assert saved[0] == saved[1] > 0
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
+    models_ = [prepared_model(plan) for plan in (dense_plan, compact_plan)]
+    for model in models_:
+        trainer = Trainer(model, [p for p in model.parameters() if p.requires_grad], lr=0.05)
+        for _ in range(3):
+            trainer.step(x, y)
+    trained = [name for name, p in models_[1].named_parameters() if p.requires_grad]
+    assert "blocks.16.pw2.conv.delta" in trained and "blocks.16.pw2.conv.weight" not in trained
+    deltas = [m.delta for m in models_[1].modules() if isinstance(m, FilteredConv2d)]
+    assert len(deltas) == 3 and all(torch.count_nonzero(d) == 0 for d in deltas)  # the trainer folded them
+    initial, dense_state, compact_state = (m.state_dict() for m in [prepared_model(dense_plan)] + models_)
+    assert set(compact_state) - set(dense_state) == {"blocks.%s.conv.delta" % n for n in ("16.pw1", "16.dw", "16.pw2")}
+    for name, value in dense_state.items():
+        torch.testing.assert_close(compact_state[name], value, rtol=1e-5, atol=1e-6)
+    assert sum(name.endswith("conv.weight") and not torch.equal(value, initial[name])
+               for name, value in compact_state.items()) == 3
 
 
 @pytest.mark.parametrize("patch,share", [(2, 0.30), (4, 0.10)])

@@ -532,11 +532,13 @@ def test_gradfilter_closes_the_gap_to_exact_backprop_through_the_same_layers(tmp
             + _accuracy_rows("bp-last-k(k=4)", {0.1: [0.90, 0.92, 0.91], 0.3: worse})
             + _accuracy_rows("last-layer", {0.1: [0.70, 0.72, 0.71], 0.3: worse})
             + _accuracy_rows("gradfilter(k=4,patch=2)+odt", {0.1: [0.88, 0.90, 0.89], 0.3: worse})
-            + _accuracy_rows("gradfilter(k=2,patch=2)+odt", {0.1: [0.88, 0.90, 0.89], 0.3: worse}))
+            + _accuracy_rows("gradfilter(k=2,patch=2)+odt", {0.1: [0.88, 0.90, 0.89], 0.3: worse})
+            + _accuracy_rows("gradfilter-compact(k=4,patch=2)+odt", {0.1: [0.89, 0.91, 0.90], 0.3: worse}))
     text = section(render(table(rows), tmp_path, []).read_text(), "Accuracy over the learning-rate grid")
     got = {r["method"]: r for r in parse_table(text)}
     assert cell(got["gradfilter(k=4,patch=2)+odt"], "gap closed").startswith("0.900 [")  # (0.89-0.71)/(0.91-0.71)
     assert cell(got["gradfilter(k=2,patch=2)+odt"], "gap closed") == "—"  # no bp-last-k(k=2) in the group
+    assert cell(got["gradfilter-compact(k=4,patch=2)+odt"], "gap closed").startswith("0.950 [")  # (0.90-0.71)/(0.91-0.71)
     assert cell(got["bp-last-k(k=4)"], "gap closed").startswith("0.714 [")  # (0.91-0.71)/(0.99-0.71)
 
 
@@ -601,3 +603,14 @@ def test_cells_over_a_learning_rate_grid_plot_each_labels_mean_at_its_best_rate(
     assert "best lr" in fig.axes[0].get_ylabel()
     for f in drawn:
         figures.plt.close(f)
+
+
+def test_paired_records_from_before_fault_counts_show_a_dash(tmp_path):
+    """A journal written before the paired mode counted page faults still renders, with a dash."""
+    exact = {"forward_ns": list(spread(5.0)), "backward_ns": list(spread(80.0)), "update_ns": list(spread(2.0))}
+    exact["step_ns"] = list(map(sum, zip(*exact.values())))
+    record = journal_record("bp-last-k", mode="paired", paired={"order": "ABBA", "exact": exact})
+    (row,) = parse_table(section(render_journal([record], tmp_path / "report"),
+                                 "Gradient filtering against exact backprop"))
+    assert row["exact faults/step"] == row["filtered faults/step"] == "—"
+    assert row["backward speedup [95% CI]"].startswith("×2.00 [")  # 80 ms exact against 40 ms

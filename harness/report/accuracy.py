@@ -1,8 +1,8 @@
 """The report section on accuracy over a learning-rate grid and seeds: per method the mean
 accuracy after training at each learning rate, its best rate, and the share of the gap between
 ``last-layer`` and its reference that the method closes at its best rate, with a bootstrap CI over
-the seeds that all three share. The reference is ``full``, and for ``gradfilter`` with ``k = K``
-exact backprop through the same layers, ``bp-last-k(k=K)`` (the comparison the GradFilter paper
+the seeds that all three share. The reference is ``full``, and for ``gradfilter`` (and
+``gradfilter-compact``) with ``k = K`` exact backprop through the same layers, ``bp-last-k(k=K)`` (the comparison the GradFilter paper
 makes)."""
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ def _cell(by_seed: dict[int, float] | None) -> str:
 
 def reference(label: str) -> str:
     """The label whose accuracy bounds ``label``'s gap: bp-last-k of the same k for gradfilter."""
-    k = re.match(r"gradfilter\(.*\bk=(\d+)", label)
-    return f"bp-last-k(k={k.group(1)})" if k else FULL
+    k = re.match(r"gradfilter(-compact)?\(.*\bk=(\d+)", label)
+    return f"bp-last-k(k={k.group(2)})" if k else FULL
 
 
 def _gap_closed(grid, label) -> str:

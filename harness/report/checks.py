@@ -82,10 +82,15 @@ def _ms(samples) -> str:
     return sig3(median(samples) / 1e6)
 
 
+def _faults(samples) -> str:
+    """Median minor page faults per step; ``—`` where they were not counted."""
+    return f"{median(samples):,.0f}" if isinstance(samples, tuple) else DASH
+
+
 def paired_section(paired: pd.DataFrame) -> str:
     """Per cell, a gradient-filtered plan against its exact twin, run as interleaved pairs: median
     backward times and the speedups (exact / filtered) of backward and of the whole step, with
-    their paired CIs."""
+    their paired CIs, and each arm's median minor page faults per step."""
     if paired.empty:
         return ""
     rows = []
@@ -93,14 +98,20 @@ def paired_section(paired: pd.DataFrame) -> str:
         backward = paired_ratio_ci(row.exact_backward_ns, row.filtered_backward_ns)
         step = paired_ratio_ci(row.exact_step_ns, row.filtered_step_ns)
         rows.append([row.target, row.name, _ms(row.exact_backward_ns), _ms(row.filtered_backward_ns),
-                     format_ci(backward), format_ci(step), backward.sizes[0], count_cell(row.warmup), row.order])
+                     format_ci(backward), format_ci(step), _faults(row.exact_faults), _faults(row.filtered_faults),
+                     backward.sizes[0], count_cell(row.warmup), row.order])
     ci = f"[{DEFAULT_CONFIDENCE:.0%} CI]"
     headers = ["target", "cell", "exact backward ms", "filtered backward ms", f"backward speedup {ci}",
-               f"step speedup {ci}", "n pairs", "warm-up", "order"]
+               f"step speedup {ci}", "exact faults/step", "filtered faults/step", "n pairs", "warm-up", "order"]
     intro = ("Each pair is one training step of the cell's plan (gradient-filtered convs) and one of its exact "
              "twin (the same layers trained by exact backprop with stock PyTorch layers, same layout, same "
              "batch), back to back in the order shown, both timed by the same stamps. A speedup is the median "
-             "of the per-pair ratios exact / filtered; its interval resamples the pairs (paired bootstrap).")
+             "of the per-pair ratios exact / filtered; its interval resamples the pairs (paired bootstrap). "
+             "Faults/step: the median minor page faults of one step of each arm (getrusage, read just outside "
+             "the step's stamps): memory the step touched for the first time, which the kernel then had to "
+             "map. A step that faults pays for it, and how often an arm's step does depends on the "
+             "process's allocator history, which the two arms share: compare speedups across cells only "
+             "where the exact arms' faults and times agree.")
     return "\n\n".join(["## Gradient filtering against exact backprop (paired)", intro, _table(headers, rows)])
 
 

@@ -91,7 +91,7 @@ def _odt(model, module, layer, bn):
     if layer["update"] == "filtered":
         for p in module.parameters():
             p.requires_grad_(True)
-        _replace(model, layer["name"], FilteredConv2d.from_conv(module, layer["patch"]))
+        _replace(model, layer["name"], FilteredConv2d.from_conv(module, layer["patch"], layer.get("compact", False)))
         return
     if layer["kind"] != "conv":
         if layer["update"] == "bias" and module.bias is not None:

@@ -10,7 +10,9 @@
 folded bias), ``weight`` (weight and bias; with BN in train mode, also that BN's affine
 parameters), ``channels`` (the bias, and the weight on the listed input channels only; for a
 depthwise conv, on those channels) or ``filtered`` (weight and bias, the backward gradient-
-filtered over ``patch`` x ``patch`` patches: ``{"update": "filtered", "patch": 2}``; BN folded). Layers are every Conv2d in forward order, then the
+filtered over ``patch`` x ``patch`` patches: ``{"update": "filtered", "patch": 2}``; BN folded;
+``"compact": true`` trains the weight through one value per (out, in) pair, ``FilteredConv2d``'s
+compact update). Layers are every Conv2d in forward order, then the
 classifier. Every method is a policy emitting such a plan; ``apply_plan`` is the one function that
 applies it.
 """
@@ -45,9 +47,16 @@ def layer_table(model):
     return layers
 
 
+def _filtered(update):
+    """Whether ``update`` is ``{"update": "filtered", "patch": <int>}``, optionally with ``"compact": True``."""
+    return (update.get("update") == "filtered" and isinstance(update.get("patch"), int)
+            and set(update) <= {"update", "patch", "compact"} and update.get("compact", True) is True)
+
+
 def make_plan(layers, bn, updates):
     """A plan over ``layers`` with ``updates``: conv index or ``'classifier'`` -> an update name, a
-    list of input channels (a ``channels`` update) or ``{"update": "filtered", "patch": r}``."""
+    list of input channels (a ``channels`` update) or ``{"update": "filtered", "patch": r}`` (with
+    ``"compact": True`` for the compact weight update)."""
     if bn not in BN_MODES:
         raise ValueError("bn mode %r; known: %s" % (bn, BN_MODES))
     out = []
@@ -58,10 +67,11 @@ def make_plan(layers, bn, updates):
             out.append(dict(layer, update="channels", channels=sorted(update)))
             continue
         if isinstance(update, dict):
-            if update.get("update") != "filtered" or layer["kind"] != "conv" or not isinstance(update.get("patch"), int):
+            if layer["kind"] != "conv" or not _filtered(update):
                 raise ValueError("update %r for layer %s: only convs take a dict update, "
-                                 "{'update': 'filtered', 'patch': <int>}" % (update, layer["name"]))
-            out.append(dict(layer, update="filtered", patch=update["patch"]))
+                                 "{'update': 'filtered', 'patch': <int>} or with 'compact': True"
+                                 % (update, layer["name"]))
+            out.append(dict(layer, **update))
             continue
         if update not in UPDATES or update in ("channels", "filtered"):
             raise ValueError("update %r for layer %s; known: %s (channels: give the channel list; "

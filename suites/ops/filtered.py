@@ -23,6 +23,16 @@ paper leaves the stride's scale implicit). For larger kernels all of it holds ap
 
 The products are GEMMs (NCHW: per sample, theta^T @ G and G @ X^T), the pooling and spreading
 single passes; no full-size weight or input gradient is ever computed then filtered.
+
+Compact weight update (``compact=True``): the weight gradient has one value per (out, in) pair,
+so the conv can train that pair value instead of the full weight. The weight is then frozen in
+autograd and the trainable parameter is ``delta`` (Co x Ci/groups x 1 x 1, zero between steps):
+backward writes the pair values there, never a full-size gradient, and ``fold_()`` (called by the
+trainer after the optimizer step, and by the next forward if a step is still pending) adds
+``delta`` to every kernel position of the weight and zeroes it. The dense gradient is the same
+over a pair's kernel positions, so any optimizer whose step depends on the gradients only (SGD,
+with or without momentum) moves the weight exactly as with it; weight decay would decay ``delta``
+instead of the weight. Gradient and optimizer state are 1/k^2 of the weight's size.
 """
 import torch
 import torch.nn.functional as F
@@ -70,7 +80,7 @@ class _Filter:
 
 class _FilteredConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, geometry):
+    def forward(ctx, x, weight, bias, delta, geometry):
         y = F.conv2d(x, weight, bias, geometry.stride, geometry.padding, 1, geometry.groups)
         out_size = tuple(y.shape[2:])
         problem = patch_fits(geometry.patch, out_size)
@@ -89,13 +99,16 @@ class _FilteredConv(torch.autograd.Function):
         sizes = geometry.window_sizes(summed.shape[2:], ctx.in_size, grad.device)
         uniform = isinstance(sizes, float)  # then the division moves onto the small products
         g = _rows(summed)
-        gw = gx = None
-        if ctx.needs_input_grad[1]:
+        gw = gx = gd = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
             if uniform:
                 per_pair = _pairs(g, _rows(pooled), geometry.groups) / sizes
             else:
                 per_pair = _pairs(g, _rows(pooled) / sizes, geometry.groups)
-            gw = per_pair[:, :, None, None].expand_as(weight).contiguous(memory_format=_layout(weight))
+            if ctx.needs_input_grad[3]:  # compact: the pair values are the gradient of delta
+                gd = per_pair[:, :, None, None]
+            else:
+                gw = per_pair[:, :, None, None].expand_as(weight).contiguous(memory_format=_layout(weight))
         if ctx.needs_input_grad[0]:
             theta = _kernel_sums(weight)
             if uniform:
@@ -104,7 +117,7 @@ class _FilteredConv(torch.autograd.Function):
                 v = _products(g, theta, geometry.groups).view(*g.shape[:3], -1) / sizes
             gx = _spread(v, geometry.window, ctx.in_size, _layout(grad))
         gb = summed.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None  # every output is in one patch
-        return gx, gw, gb, None
+        return gx, gw, gb, gd, None
 
 
 def _kernel_sums(weight):
@@ -195,23 +208,41 @@ def check_filterable(conv, patch):
 
 
 class FilteredConv2d(nn.Module):
-    """A conv trained with gradient filtering of patch ``patch``; shares the conv's parameters."""
+    """A conv trained with gradient filtering of patch ``patch``; shares the conv's parameters.
+    ``compact``: train the weight through ``delta``, one value per (out, in) pair (module docstring)."""
 
-    def __init__(self, conv, patch):
+    def __init__(self, conv, patch, compact=False):
         super().__init__()
         check_filterable(conv, patch)
         self.geometry = _Filter(conv, patch)
         self.weight, self.bias = conv.weight, conv.bias
+        self.delta = None
+        if compact:
+            self.weight.requires_grad_(False)
+            self.delta = nn.Parameter(self.weight.new_zeros(self.weight.shape[:2] + (1, 1)))
+            self._folded = self.delta._version
 
     @classmethod
-    def from_conv(cls, conv, patch):
-        return cls(conv, patch)
+    def from_conv(cls, conv, patch, compact=False):
+        return cls(conv, patch, compact)
+
+    @torch.no_grad()
+    def fold_(self):
+        """Add a pending compact step (``delta``) to every kernel position of the weight and zero
+        ``delta``; nothing to do when ``delta`` has not changed since the last fold."""
+        if self.delta is None or self.delta._version == self._folded:
+            return
+        self.weight.add_(self.delta)
+        self.delta.zero_()
+        self._folded = self.delta._version
 
     def forward(self, x):
         g = self.geometry
+        self.fold_()
         if not torch.is_grad_enabled():
             return F.conv2d(x, self.weight, self.bias, g.stride, g.padding, 1, g.groups)
-        return _FilteredConv.apply(x, self.weight, self.bias, g)
+        return _FilteredConv.apply(x, self.weight, self.bias, self.delta, g)
 
     def extra_repr(self):
-        return "patch=%d, stride=%s, groups=%d" % (self.geometry.patch, self.geometry.stride, self.geometry.groups)
+        return "patch=%d, stride=%s, groups=%d%s" % (self.geometry.patch, self.geometry.stride, self.geometry.groups,
+                                                    ", compact" if self.delta is not None else "")
