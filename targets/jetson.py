@@ -4,7 +4,9 @@ The meter runs ``python -m targets.jetson_power`` on the board for the length of
 its service answers, else tegrastats, else the INA3221 sysfs nodes; at 20 Hz), stamping samples
 with the board's CLOCK_MONOTONIC. The agent stamps regions with ``time.perf_counter_ns``; the
 offset between the two clocks is measured on the device (both read in one ``clock`` message, a
-few times) and recorded. Energy per window is computed on the host by ``harness.energy``.
+few times) and recorded. The sampler is stopped only once it has sent a sample at or after the
+run's last region, so the trace covers every window. Energy per window is computed on the host by
+``harness.energy``.
 Health: nvpmodel mode, whether the CPU clocks are pinned (as ``jetson_clocks`` does), governor
 and thermal zones, before and after each job.
 """
@@ -12,6 +14,7 @@ import json
 import logging
 import queue
 import threading
+import time
 
 from harness.energy import ClockOffset
 from harness.stats import median
@@ -21,6 +24,7 @@ from .remote import SshTarget
 
 log = logging.getLogger("odt_bench.jetson")
 INTERVAL_MS = 50
+COVER_S = 5.0      # how long stop() waits for a sample after the run's end
 HEALTH_SCRIPT = (
     "echo nvpmodel: $(nvpmodel -q 2>/dev/null | head -n 1); "
     "cd /sys/devices/system/cpu/cpu0/cpufreq 2>/dev/null && "
@@ -92,21 +96,42 @@ class JetsonRailsMeter:
         except Exception:
             self.proc.kill()
 
-    def stop(self) -> Trace:
-        self._end()
-        t_ns, rails = [], {}
-        while True:
-            line = self.lines.get(timeout=10)
-            if line is None:
+    def stop(self, until_ns=None) -> Trace:
+        """The trace, the sampler stopped once it has sent a sample at or after ``until_ns`` (meter
+        clock: the run's last region), so the trace covers the whole run; samples still on their way
+        over SSH when a run ends would otherwise be cut off with the sampler."""
+        samples, ended = [], False
+        deadline = time.monotonic() + COVER_S
+        while until_ns is not None and not (samples and samples[-1][0] >= until_ns):
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                log.warning("the rail sampler on %s sent no sample after the run's end within %.0f s; "
+                            "windows it does not cover get no energy", self.target.name, COVER_S)
                 break
-            sample = json.loads(line)
-            if "t" not in sample:
-                continue
-            t_ns.append(sample["t"])
-            for rail, watts in sample["rails"].items():
+            if line is None:
+                ended = True
+                break
+            _take(line, samples)
+        self._end()
+        while not ended:
+            line = self.lines.get(timeout=10)
+            ended = line is None
+            if not ended:
+                _take(line, samples)
+        rails = {}
+        for _, sample_rails in samples:
+            for rail, watts in sample_rails.items():
                 rails.setdefault(rail, []).append(watts)
-        rails = {k: v for k, v in rails.items() if len(v) == len(t_ns)}
-        return Trace(t_ns=t_ns, rails=rails, total_rail=self.header.get("total_rail"))
+        rails = {k: v for k, v in rails.items() if len(v) == len(samples)}
+        return Trace(t_ns=[t for t, _ in samples], rails=rails, total_rail=self.header.get("total_rail"))
+
+
+def _take(line, samples):
+    """Append ``(t_ns, rails)`` of one sampler line to ``samples`` if it is a sample."""
+    sample = json.loads(line)
+    if "t" in sample:
+        samples.append((sample["t"], sample["rails"]))
 
 
 def device_clock_offset(session, samples=5):
@@ -150,7 +175,8 @@ class JetsonTarget(SshTarget):
 
         def after_run(s, run):
             if "offset" in state:
-                run.trace = meter.stop()
+                end = max((r["t"] for r in run.regions), default=None)
+                run.trace = meter.stop(None if end is None else end - state["offset"].offset_ns)
                 run.clock_offset = state["offset"]
                 run.health["meter"] = meter.header
             else:

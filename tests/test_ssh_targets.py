@@ -12,7 +12,8 @@ from harness.cli import main
 from harness.journal import Journal, read_journal
 from harness.plan import jobs_from
 from harness.runner import Runner
-from targets.jetson import JetsonTarget
+from targets import jetson
+from targets.jetson import JetsonRailsMeter, JetsonTarget
 from targets.pi import RaspberryPiTarget
 from targets.ssh import OpenSsh
 from tests.delay_proxy import DelayProxy
@@ -187,6 +188,24 @@ def test_step_times_come_from_the_device_not_the_link(sshd, tmp_path):
             medians["direct"], medians["delayed"], 100.0 * (medians["delayed"] / medians["direct"] - 1), walls))
     finally:
         proxy.close()
+
+
+def test_the_jetson_meter_stops_only_once_a_sample_covers_the_end_of_the_run(sshd, tmp_path, monkeypatch, caplog):
+    # sshd runs on this machine, so the sampler's CLOCK_MONOTONIC is the test's time.monotonic_ns()
+    target, _ = _target(JetsonTarget, sshd, tmp_path, kind="jetson", name="nano")
+    target.deploy_code()
+    meter = JetsonRailsMeter(target)
+    meter.start()
+    end = time.monotonic_ns() + 300 * 10 ** 6   # a run that ends 0.3 s from now: 6 samples later
+    trace = meter.stop(end)
+    assert trace.t_ns[-1] >= end and trace.t_ns == sorted(trace.t_ns)
+    assert {len(v) for v in trace.rails.values()} == {len(trace.t_ns)} and "POM_5V_IN" in trace.rails
+    # a sampler that never gets there is stopped after COVER_S, with what it sent and a warning
+    monkeypatch.setattr(jetson, "COVER_S", 0.3)
+    meter = JetsonRailsMeter(target)
+    meter.start()
+    trace = meter.stop(time.monotonic_ns() + 3600 * 10 ** 9)
+    assert len(trace.t_ns) >= 2 and "sent no sample after the run's end" in caplog.text
 
 
 def test_jetson_energy_from_replayed_rails_matches_the_integral(sshd, tmp_path):
