@@ -98,8 +98,8 @@ class JetsonRailsMeter:
 
     def stop(self, until_ns=None) -> Trace:
         """The trace, the sampler stopped once it has sent a sample at or after ``until_ns`` (meter
-        clock: the run's last region), so the trace covers the whole run; samples still on their way
-        over SSH when a run ends would otherwise be cut off with the sampler."""
+        clock: the run's last region), so the trace covers the whole run: a run ends between two
+        samples, and stopping the sampler at once would leave the window's end uncovered."""
         samples, ended = [], False
         deadline = time.monotonic() + COVER_S
         while until_ns is not None and not (samples and samples[-1][0] >= until_ns):
