@@ -41,6 +41,7 @@ DEVICE_FILES = (
     "suites/ops/bits.c",
     "suites/ops/bits.py",
     "suites/ops/conv.py",
+    "suites/ops/filtered.c",
     "suites/ops/filtered.py",
     "suites/ops/native.py",
     "suites/quant.py",

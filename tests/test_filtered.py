@@ -2,16 +2,32 @@
 gradients against the paper's exactness argument and against a straightforward per-patch
 reference written here; what the forward saves; bad input."""
 import math
+import os
 import random
 
 import pytest
 import torch
 from torch import nn
 
-from suites.ops import FilteredConv2d
+from suites.ops import FilteredConv2d, native
+from suites.ops.filtered import _kernel_sums, _spread
 from tests.test_ops import _saved
 
 LAYOUTS = (torch.contiguous_format, torch.channels_last)
+
+
+@pytest.fixture(params=["c", "torch"])
+def backend(request, monkeypatch):
+    """Each op library: the C kernels (built with this machine's compiler) and the torch ops a
+    device without a compiler runs."""
+    if request.param == "c":
+        lib, how = native.library()
+        if lib is None:
+            assert not os.environ.get("CI"), "CI has a C compiler: the C kernels must build (%s)" % how
+            pytest.skip(how)
+    else:
+        monkeypatch.setattr(native, "library", lambda: (None, "torch ops (test)"))
+    return request.param
 
 
 def _settings(seed, count):
@@ -79,7 +95,7 @@ def _conv(c_in, c_out, groups, kernel, stride, padding, layout, seed=0):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_filtered_gradients_equal_a_per_patch_reference(seed):
+def test_filtered_gradients_equal_a_per_patch_reference(seed, backend):
     for batch, c_in, c_out, groups, size, kernel, stride, padding, r, layout in _settings(seed, 8):
         conv = _conv(c_in, c_out, groups, kernel, stride, padding, layout, seed)
         x = torch.randn(batch, c_in, size, size).contiguous(memory_format=layout)
@@ -113,6 +129,26 @@ def test_the_compact_update_trains_one_value_per_pair_and_moves_the_weight_as_th
         assert torch.count_nonzero(compact.delta) == 0
         torch.testing.assert_close(compact.weight, dense.weight, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(compact.bias, dense.bias, rtol=1e-5, atol=1e-6)
+
+
+def test_the_c_kernels_and_the_torch_ops_sum_kernels_and_spread_alike():
+    """Kernel sums of 1x1, 3x3 (the unrolled case) and 5x5 weights; spreading cropped to the input
+    and padded where the input reaches beyond the last window, square and oblong windows."""
+    lib, how = native.library()
+    if lib is None:
+        assert not os.environ.get("CI"), "CI has a C compiler: the C kernels must build (%s)" % how
+        pytest.skip(how)
+    torch.manual_seed(0)
+    for kernel in (1, 3, 5):
+        weight = torch.randn(6, 5, kernel, kernel)
+        torch.testing.assert_close(_kernel_sums(weight), weight.sum((2, 3)), rtol=1e-6, atol=1e-6)
+    for patches, window, in_size in (((4, 4), (2, 2), (7, 7)), ((3, 2), (4, 2), (13, 3)), ((2, 3), (3, 1), (5, 4))):
+        v = torch.randn(2, *patches, 3)
+        c_kernel = _spread(v, window, in_size, torch.contiguous_format)
+        want = v.permute(0, 3, 1, 2).repeat_interleave(window[0], 2).repeat_interleave(window[1], 3)
+        want = nn.functional.pad(want, (0, max(0, in_size[1] - want.shape[3]), 0, max(0, in_size[0] - want.shape[2])))
+        assert c_kernel.is_contiguous() and torch.equal(c_kernel, want[:, :, :in_size[0], :in_size[1]])
+        assert torch.equal(_spread(v, window, in_size, torch.channels_last), c_kernel)
 
 
 def _patch_constant(t, r):

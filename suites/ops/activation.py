@@ -14,20 +14,11 @@ from . import bits, native
 _ONE = {}
 
 
-def _native(*tensors):
-    """The C library when every tensor suits it (contiguous float32 on the CPU), else None."""
-    lib, _ = native.library()
-    if lib is None or not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu"
-                              for t in tensors):
-        return None
-    return lib
-
-
 def clamp_and_mask(y, high=6.0):
     """``(clamp(y, 0, high), packed mask)`` (ReLU6: high 6, ReLU: high infinity): the mask has a 1
     where 0 < y < high, the elements a gradient passes (as stock ``hardtanh_backward`` and
     ``threshold_backward``), packed 8 to a byte."""
-    lib = _native(y)
+    lib = native.kernels(y)
     if lib is not None:
         out, packed = torch.empty_like(y), torch.empty(bits.packed_bytes(y.numel()), dtype=torch.uint8)
         lib.odt_clamp_pack(y.data_ptr(), out.data_ptr(), packed.data_ptr(), y.numel(), high)
@@ -42,7 +33,7 @@ def clamp_and_mask(y, high=6.0):
 
 def masked_grad(grad, packed):
     """``grad`` with the elements the mask blocks set to 0."""
-    lib = _native(grad)
+    lib = native.kernels(grad)
     if lib is not None:
         out = torch.empty_like(grad)
         lib.odt_masked_grad(grad.data_ptr(), packed.data_ptr(), out.data_ptr(), grad.numel())

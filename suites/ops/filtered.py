@@ -22,7 +22,9 @@ per-window constant can equal; spreading V evenly keeps each window's gradient s
 paper leaves the stride's scale implicit). For larger kernels all of it holds approximately.
 
 The products are GEMMs (NCHW: per sample, theta^T @ G and G @ X^T), the pooling and spreading
-single passes; no full-size weight or input gradient is ever computed then filtered.
+single passes (the kernel sums and the NCHW spreading in C, ``filtered.c``, where the device's
+compiler built it; torch ops otherwise); no full-size weight or input gradient is ever computed
+then filtered.
 
 Compact weight update (``compact=True``): the weight gradient has one value per (out, in) pair,
 so the conv can train that pair value instead of the full weight. The weight is then frozen in
@@ -37,6 +39,8 @@ instead of the weight. Gradient and optimizer state are 1/k^2 of the weight's si
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import native
 
 
 class _Filter:
@@ -121,16 +125,22 @@ class _FilteredConv(torch.autograd.Function):
 
 
 def _kernel_sums(weight):
-    """The weight summed over its kernel window, Co x Ci/groups: for a contiguous weight a
-    matrix-vector product (a reduction over the short innermost kernel axis took twice as long on
-    a 512x512x3x3 weight), a view for 1x1 kernels; a channels-last weight reduces along its
-    strided kernel axes directly."""
+    """The weight summed over its kernel window, Co x Ci/groups: a view for 1x1 kernels; for a
+    contiguous weight one pass of the C kernel (torch reduces the short innermost kernel axis
+    slowly: a matrix-vector product took 0.5-0.8 ms on a 512x512x3x3 weight, the kernel 0.45-0.67),
+    else a matrix-vector product; a channels-last weight reduces along its strided kernel axes
+    directly."""
     if not weight.is_contiguous():
         return weight.sum((2, 3))
     taps = weight.shape[2] * weight.shape[3]
     if taps == 1:
         return weight.view(weight.shape[:2])
-    return torch.mv(weight.view(-1, taps), weight.new_ones(taps)).view(weight.shape[:2])
+    lib = native.kernels(weight)
+    if lib is None:
+        return torch.mv(weight.view(-1, taps), weight.new_ones(taps)).view(weight.shape[:2])
+    out = weight.new_empty(weight.shape[:2])
+    lib.odt_kernel_sums(weight.data_ptr(), out.data_ptr(), out.numel(), taps)
+    return out
 
 
 def _layout(t):
@@ -172,15 +182,22 @@ def _products(g, theta, groups):
 
 def _spread(v, window, in_size, layout):
     """Each value of ``v`` (N x Ph x Pw x C) at every position of its window, as an N x C x H x W
-    gradient in ``layout``, cropped (or padded with zeros) to ``in_size``."""
+    gradient in ``layout``, cropped (or padded with zeros) to ``in_size``. NCHW goes through the C
+    kernel where it is built (contiguous rows; torch's copy into the stride-0 innermost axis of
+    the expanded NCHW view is several times slower), else through the same view as channels-last."""
     (wh, ww), (n, ph, pw, c) = window, v.shape
-    if layout == torch.channels_last:
+    rows, cols = in_size
+    if layout == torch.contiguous_format:
+        planes = v.permute(0, 3, 1, 2).contiguous()
+        lib = native.kernels(planes)
+        if lib is not None:
+            out = v.new_empty(n, c, rows, cols)
+            lib.odt_spread(planes.data_ptr(), out.data_ptr(), n * c, ph, pw, wh, ww, rows, cols)
+            return out
+        full = planes[:, :, :, None, :, None].expand(n, c, ph, wh, pw, ww).reshape(n, c, ph * wh, pw * ww)
+    else:
         full = v[:, :, None, :, None, :].expand(n, ph, wh, pw, ww, c).reshape(n, ph * wh, pw * ww, c)
         full = full.permute(0, 3, 1, 2)
-    else:
-        v = v.permute(0, 3, 1, 2)
-        full = v[:, :, :, None, :, None].expand(n, c, ph, wh, pw, ww).reshape(n, c, ph * wh, pw * ww)
-    rows, cols = in_size
     if ph * wh >= rows and pw * ww >= cols:
         return full[:, :, :rows, :cols]
     return F.pad(full[:, :, :rows, :cols], (0, max(0, cols - pw * ww), 0, max(0, rows - ph * wh)))

@@ -1,12 +1,13 @@
-"""The C kernels of ``bits.c``, built on first use with the device's own C compiler and loaded
+"""The C kernels of ``bits.c`` (1-bit masks) and ``filtered.c`` (the filtered conv's kernel sums
+and spreading), built on first use into one library with the device's own C compiler and loaded
 with ctypes (no torch headers, no build system: one ``cc`` call of well under a second).
 
 The library lands in ``$ODT_OPS_BUILD_DIR`` (default: ``ops/`` in ``$ODT_BENCH_CACHE``, else in
 ``~/.cache/odt-bench``) under a name
-hashing the source, the flags, the machine and its CPU, since ``-march=native`` code runs only on
-the CPU it was built for. Where no compiler works, ``library()`` says why and the ops use the
-torch-op implementation in ``bits.py`` instead; ``backend()`` names the one in use, and the device
-reports it with every result.
+hashing the sources, the flags, the machine and its CPU, since ``-march=native`` code runs only on
+the CPU it was built for. Where no compiler works, ``library()`` says why and the ops use their
+torch-op implementations instead (``bits.py``, ``filtered.py``); ``backend()`` names the one in
+use, and the device reports it with every result.
 """
 import ctypes
 import hashlib
@@ -15,7 +16,9 @@ import platform
 import subprocess
 import tempfile
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bits.c")
+import torch
+
+SOURCES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), name) for name in ("bits.c", "filtered.c"))
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
 _loaded = {}
 
@@ -37,13 +40,15 @@ def _build_dir():
     return os.path.join(cache, "ops")
 
 
-def _build(source, flags):
-    """The path of the shared library built from ``source`` with ``flags`` (built if missing)."""
-    with open(source, "rb") as f:
-        code = f.read()
+def _build(sources, flags):
+    """The path of the shared library built from ``sources`` with ``flags`` (built if missing)."""
+    code = b""
+    for source in sources:
+        with open(source, "rb") as f:
+            code += f.read() + b"\0"
     key = hashlib.sha256(code + repr((flags, platform.machine(), _cpu_identity())).encode()).hexdigest()[:16]
     directory = _build_dir()
-    path = os.path.join(directory, "libodtbits-%s.so" % key)
+    path = os.path.join(directory, "libodtops-%s.so" % key)
     if os.path.isfile(path):
         return path
     os.makedirs(directory, exist_ok=True)
@@ -51,7 +56,7 @@ def _build(source, flags):
     os.close(fd)
     try:
         compiler = os.environ.get("CC", "cc")
-        subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", tmp, source], check=True,
+        subprocess.run([compiler, *flags, "-shared", "-fPIC", "-o", tmp, *sources], check=True,
                        capture_output=True, timeout=120)
         os.replace(tmp, path)  # atomic: a concurrent build of the same key writes the same bytes
     finally:
@@ -65,7 +70,10 @@ def _load(path):
     pointers = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     lib.odt_clamp_pack.argtypes = pointers + [ctypes.c_float]
     lib.odt_masked_grad.argtypes = pointers
-    lib.odt_clamp_pack.restype = lib.odt_masked_grad.restype = None
+    lib.odt_kernel_sums.argtypes = pointers[:2] + [ctypes.c_int64] * 2
+    lib.odt_spread.argtypes = pointers[:2] + [ctypes.c_int64] * 7
+    for kernel in (lib.odt_clamp_pack, lib.odt_masked_grad, lib.odt_kernel_sums, lib.odt_spread):
+        kernel.restype = None
     return lib
 
 
@@ -75,7 +83,7 @@ def library():
         errors = []
         for flags in FLAG_SETS:
             try:
-                path = _build(SOURCE, flags)
+                path = _build(SOURCES, flags)
                 _loaded["lib"], _loaded["how"] = _load(path), "C kernels (%s, %s)" % (" ".join(flags), path)
                 break
             except (OSError, subprocess.SubprocessError) as exc:
@@ -86,6 +94,15 @@ def library():
     return _loaded["lib"], _loaded["how"]
 
 
+def kernels(*tensors):
+    """The C library when every tensor suits it (contiguous float32 on the CPU), else None."""
+    lib, _ = library()
+    if lib is None or not all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu"
+                              for t in tensors):
+        return None
+    return lib
+
+
 def backend():
-    """Which implementation the 1-bit masks use in this process, in words."""
+    """Which implementation the masks and the filtered conv use in this process, in words."""
     return library()[1]
