@@ -2,7 +2,6 @@
 gradients against the paper's exactness argument and against a straightforward per-patch
 reference written here; what the forward saves; bad input."""
 import math
-import os
 import random
 
 import pytest
@@ -11,6 +10,7 @@ from torch import nn
 
 from suites.ops import FilteredConv2d, native
 from suites.ops.filtered import _kernel_sums, _spread
+from tests.helpers import require_c_kernels
 from tests.test_ops import _saved
 
 LAYOUTS = (torch.contiguous_format, torch.channels_last)
@@ -21,10 +21,7 @@ def backend(request, monkeypatch):
     """Each op library: the C kernels (built with this machine's compiler) and the torch ops a
     device without a compiler runs."""
     if request.param == "c":
-        lib, how = native.library()
-        if lib is None:
-            assert not os.environ.get("CI"), "CI has a C compiler: the C kernels must build (%s)" % how
-            pytest.skip(how)
+        require_c_kernels()
     else:
         monkeypatch.setattr(native, "library", lambda: (None, "torch ops (test)"))
     return request.param
@@ -134,10 +131,7 @@ def test_the_compact_update_trains_one_value_per_pair_and_moves_the_weight_as_th
 def test_the_c_kernels_and_the_torch_ops_sum_kernels_and_spread_alike():
     """Kernel sums of 1x1, 3x3 (the unrolled case) and 5x5 weights; spreading cropped to the input
     and padded where the input reaches beyond the last window, square and oblong windows."""
-    lib, how = native.library()
-    if lib is None:
-        assert not os.environ.get("CI"), "CI has a C compiler: the C kernels must build (%s)" % how
-        pytest.skip(how)
+    require_c_kernels()
     torch.manual_seed(0)
     for kernel in (1, 3, 5):
         weight = torch.randn(6, 5, kernel, kernel)

@@ -1,7 +1,6 @@
 """The op library against stock autograd: what is computed matches to float tolerance, what is
 skipped is absent (no gradient, nothing saved), on random shapes."""
 import math
-import os
 import random
 
 import pytest
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from suites.ops import ChannelConv2d, FrozenConv2d, MaskedReLU, MaskedReLU6, bits
+from tests.helpers import require_c_kernels
 
 
 def _saved(fn):
@@ -199,12 +199,9 @@ def test_pointwise_frozen_and_channel_convs_match_stock_at_batch_1_and_more(batc
 
 
 def test_the_c_kernels_and_the_torch_ops_keep_the_same_mask_and_gradient():
-    from suites.ops import activation, native
+    from suites.ops import activation
 
-    lib, how = native.library()
-    if lib is None:
-        assert not os.environ.get("CI"), "CI has a C compiler: the C kernels must build (%s)" % how
-        pytest.skip(how)
+    require_c_kernels()
     y = torch.randn(3, 5, 7, 7) * 4
     y.view(-1)[:4] = torch.tensor([0.0, 6.0, -0.0, 3.0])
     g = torch.randn_like(y)
