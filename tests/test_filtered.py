@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from suites.ops import FilteredConv2d, native
-from suites.ops.filtered import _kernel_sums, _spread
+from suites.ops.filtered import _kernel_sums, _spread, window_sums
 from tests.helpers import require_c_kernels
 from tests.test_ops import _saved
 
@@ -128,16 +128,35 @@ def test_the_compact_update_trains_one_value_per_pair_and_moves_the_weight_as_th
         torch.testing.assert_close(compact.bias, dense.bias, rtol=1e-5, atol=1e-6)
 
 
-def test_the_c_kernels_and_the_torch_ops_sum_kernels_and_spread_alike():
-    """Kernel sums of 1x1, 3x3 (the unrolled case) and 5x5 weights; spreading cropped to the input
-    and padded where the input reaches beyond the last window, square and oblong windows."""
+def _window_sums_reference(x, window, patches):
+    """Zero-pad ``x`` to whole windows, crop it to ``patches`` of them, sum each."""
+    (wh, ww), (ph, pw) = window, patches
+    n, c, rows, cols = x.shape
+    padded = nn.functional.pad(x, (0, max(0, pw * ww - cols), 0, max(0, ph * wh - rows)))
+    return padded[:, :, :ph * wh, :pw * ww].reshape(n, c, ph, wh, pw, ww).sum((3, 5))
+
+
+def test_the_c_kernels_and_the_torch_ops_pool_sum_kernels_and_spread_alike():
+    """Window sums (widths 2 and 4, spelt out in C, and 3) with partial windows at the border,
+    rows beyond the last window and a window taller than the input; kernel sums of 1x1, 3x3 (the unrolled case) and 5x5 weights; spreading
+    cropped to the input and padded where the input reaches beyond the last window, square and
+    oblong windows. The last case of each is large enough to run on several threads."""
     require_c_kernels()
     torch.manual_seed(0)
-    for kernel in (1, 3, 5):
-        weight = torch.randn(6, 5, kernel, kernel)
-        torch.testing.assert_close(_kernel_sums(weight), weight.sum((2, 3)), rtol=1e-6, atol=1e-6)
-    for patches, window, in_size in (((4, 4), (2, 2), (7, 7)), ((3, 2), (4, 2), (13, 3)), ((2, 3), (3, 1), (5, 4))):
-        v = torch.randn(2, *patches, 3)
+    for shape, window, patches in (((2, 3, 7, 7), (2, 2), (4, 4)), ((2, 3, 13, 5), (4, 2), (3, 3)),
+                                   ((1, 2, 3, 8), (4, 4), (1, 2)), ((2, 3, 8, 10), (3, 3), (3, 4)),
+                                   ((4, 64, 30, 30), (2, 2), (15, 15))):
+        x = torch.randn(*shape)
+        want = _window_sums_reference(x, window, patches)
+        torch.testing.assert_close(window_sums(x, window, patches), want, rtol=1e-5, atol=1e-5)
+        cl = x.contiguous(memory_format=torch.channels_last)  # torch's pooling
+        torch.testing.assert_close(window_sums(cl, window, patches), want, rtol=1e-5, atol=1e-5)
+    for shape in ((6, 5, 1, 1), (6, 5, 3, 3), (6, 5, 5, 5), (64, 32, 3, 3), (96, 64, 5, 5)):
+        weight = torch.randn(*shape)
+        torch.testing.assert_close(_kernel_sums(weight), weight.sum((2, 3)), rtol=1e-5, atol=1e-5)
+    for n, patches, window, in_size in ((2, (4, 4), (2, 2), (7, 7)), (2, (3, 2), (4, 2), (13, 3)),
+                                        (2, (2, 3), (3, 1), (5, 4)), (8, (17, 17), (2, 2), (33, 35))):
+        v = torch.randn(n, *patches, 16)
         c_kernel = _spread(v, window, in_size, torch.contiguous_format)
         want = v.permute(0, 3, 1, 2).repeat_interleave(window[0], 2).repeat_interleave(window[1], 3)
         want = nn.functional.pad(want, (0, max(0, in_size[1] - want.shape[3]), 0, max(0, in_size[0] - want.shape[2])))

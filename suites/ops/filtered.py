@@ -22,9 +22,9 @@ per-window constant can equal; spreading V evenly keeps each window's gradient s
 paper leaves the stride's scale implicit). For larger kernels all of it holds approximately.
 
 The products are GEMMs (NCHW: per sample, theta^T @ G and G @ X^T), the pooling and spreading
-single passes (the kernel sums and the NCHW spreading in C, ``filtered.c``, where the device's
-compiler built it; torch ops otherwise); no full-size weight or input gradient is ever computed
-then filtered.
+single passes (the NCHW pooling, the kernel sums and the NCHW spreading in C, ``filtered.c``, on
+torch's threads where the device's compiler built it; torch ops otherwise); no full-size weight or
+input gradient is ever computed then filtered.
 
 Compact weight update (``compact=True``): the weight gradient has one value per (out, in) pair,
 so the conv can train that pair value instead of the full weight. The weight is then frozen in
@@ -56,14 +56,8 @@ class _Filter:
         return tuple(-(-o // self.patch) for o in out_size)
 
     def pooled_input(self, x, out_size):
-        """Sum of ``x`` over each window, one window per output patch (the input beyond the
-        last window, if any, is in none)."""
-        (wh, ww), (ph, pw) = self.window, self.patches(out_size)
-        rows, cols = min(ph * wh, x.shape[2]), min(pw * ww, x.shape[3])
-        x = x[:, :, :rows, :cols]
-        if rows < wh or cols < ww:  # one window larger than the input: pool over what there is
-            x = F.pad(x, (0, max(0, ww - cols), 0, max(0, wh - rows)))
-        return F.avg_pool2d(x, self.window, self.window, ceil_mode=True, divisor_override=1)
+        """Sum of ``x`` over each window, one window per output patch."""
+        return window_sums(x, self.window, self.patches(out_size))
 
     @staticmethod
     def sizes(n, step, limit):
@@ -99,7 +93,7 @@ class _FilteredConv(torch.autograd.Function):
         pooled, weight = ctx.saved_tensors
         geometry = ctx.geometry
         r = geometry.patch
-        summed = F.avg_pool2d(grad, r, r, ceil_mode=True, divisor_override=1)  # N x Co x Ph x Pw
+        summed = window_sums(grad, (r, r), geometry.patches(grad.shape[2:]))  # N x Co x Ph x Pw
         sizes = geometry.window_sizes(summed.shape[2:], ctx.in_size, grad.device)
         uniform = isinstance(sizes, float)  # then the division moves onto the small products
         g = _rows(summed)
@@ -124,6 +118,25 @@ class _FilteredConv(torch.autograd.Function):
         return gx, gw, gb, gd, None
 
 
+def window_sums(x, window, patches):
+    """Sum of ``x`` (N x C x H x W) over windows of ``window`` laid edge to edge from the top left,
+    ``patches`` of them: N x C x Ph x Pw. A window reaching beyond the input sums what is inside;
+    the input beyond the last window is in none. Contiguous NCHW maps go through the C kernel
+    where it is built, others through torch's pooling (fast in channels-last)."""
+    (wh, ww), (ph, pw) = window, patches
+    n, c, rows, cols = x.shape
+    lib = native.kernels(x)
+    if lib is not None:
+        out = x.new_empty(n, c, ph, pw)
+        lib.odt_window_sums(x.data_ptr(), out.data_ptr(), n * c, rows, cols, wh, ww, ph, pw, torch.get_num_threads())
+        return out
+    rows, cols = min(ph * wh, rows), min(pw * ww, cols)
+    x = x[:, :, :rows, :cols]
+    if rows < wh or cols < ww:  # one window larger than the input: pool over what there is
+        x = F.pad(x, (0, max(0, ww - cols), 0, max(0, wh - rows)))
+    return F.avg_pool2d(x, window, window, ceil_mode=True, divisor_override=1)
+
+
 def _kernel_sums(weight):
     """The weight summed over its kernel window, Co x Ci/groups: a view for 1x1 kernels; for a
     contiguous weight one pass of the C kernel (torch reduces the short innermost kernel axis
@@ -139,7 +152,7 @@ def _kernel_sums(weight):
     if lib is None:
         return torch.mv(weight.view(-1, taps), weight.new_ones(taps)).view(weight.shape[:2])
     out = weight.new_empty(weight.shape[:2])
-    lib.odt_kernel_sums(weight.data_ptr(), out.data_ptr(), out.numel(), taps)
+    lib.odt_kernel_sums(weight.data_ptr(), out.data_ptr(), out.numel(), taps, torch.get_num_threads())
     return out
 
 
@@ -192,7 +205,8 @@ def _spread(v, window, in_size, layout):
         lib = native.kernels(planes)
         if lib is not None:
             out = v.new_empty(n, c, rows, cols)
-            lib.odt_spread(planes.data_ptr(), out.data_ptr(), n * c, ph, pw, wh, ww, rows, cols)
+            lib.odt_spread(planes.data_ptr(), out.data_ptr(), n * c, ph, pw, wh, ww, rows, cols,
+                           torch.get_num_threads())
             return out
         full = planes[:, :, :, None, :, None].expand(n, c, ph, wh, pw, ww).reshape(n, c, ph * wh, pw * ww)
     else:

@@ -1,11 +1,15 @@
-"""The C kernels of ``bits.c`` (1-bit masks) and ``filtered.c`` (the filtered conv's kernel sums
-and spreading), built on first use into one library with the device's own C compiler and loaded
+"""The C kernels of ``bits.c`` (1-bit masks) and ``filtered.c`` (the filtered conv's window sums,
+kernel sums and spreading), built on first use into one library with the device's own C compiler and loaded
 with ctypes (no torch headers, no build system: one ``cc`` call of well under a second).
 
 The library lands in ``$ODT_OPS_BUILD_DIR`` (default: ``ops/`` in ``$ODT_BENCH_CACHE``, else in
 ``~/.cache/odt-bench``) under a name
 hashing the sources, the flags, the machine and its CPU, since ``-march=native`` code runs only on
-the CPU it was built for. Where no compiler works, ``library()`` says why and the ops use their
+the CPU it was built for. The first build tried adds ``-fopenmp``, so that the large kernel calls
+run on the threads of torch's own OpenMP runtime; it is kept only where loading it brought no
+second runtime into the process (two pools would fight over the same cores), else the next flag
+set builds the kernels single-threaded (the refused library stays loaded, unused). Where no
+compiler works, ``library()`` says why and the ops use their
 torch-op implementations instead (``bits.py``, ``filtered.py``); ``backend()`` names the one in
 use, and the device reports it with every result.
 """
@@ -13,13 +17,14 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import subprocess
 import tempfile
 
 import torch
 
 SOURCES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), name) for name in ("bits.c", "filtered.c"))
-FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
+FLAG_SETS = (("-O3", "-march=native", "-fopenmp"), ("-O3", "-march=native"), ("-O3",))
 _loaded = {}
 
 
@@ -65,14 +70,35 @@ def _build(sources, flags):
     return path
 
 
-def _load(path):
+def openmp_runtimes():
+    """The OpenMP runtime files mapped into this process (GNU, LLVM or Intel), None where the
+    process's map cannot be read (not Linux)."""
+    try:
+        with open("/proc/self/maps") as f:
+            files = {line.split()[-1] for line in f if len(line.split()) == 6}
+    except OSError:
+        return None
+    return {path for path in files if re.match(r"lib(gomp|omp|iomp\d*)[-.]", os.path.basename(path))}
+
+
+def _load(path, openmp):
+    """Load the library at ``path``; an ``openmp`` build only if loading it mapped no OpenMP runtime
+    besides the one torch already uses."""
+    before = openmp_runtimes()
     lib = ctypes.CDLL(path)
+    if openmp:
+        after = openmp_runtimes()
+        if not before or after != before:
+            raise OSError("its OpenMP runtime is not torch's (torch's: %s; after loading: %s)"
+                          % (sorted(before or ()) or "none", sorted(after or ()) or "unknown"))
     pointers = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     lib.odt_clamp_pack.argtypes = pointers + [ctypes.c_float]
     lib.odt_masked_grad.argtypes = pointers
-    lib.odt_kernel_sums.argtypes = pointers[:2] + [ctypes.c_int64] * 2
-    lib.odt_spread.argtypes = pointers[:2] + [ctypes.c_int64] * 7
-    for kernel in (lib.odt_clamp_pack, lib.odt_masked_grad, lib.odt_kernel_sums, lib.odt_spread):
+    lib.odt_kernel_sums.argtypes = pointers[:2] + [ctypes.c_int64] * 2 + [ctypes.c_int]
+    lib.odt_spread.argtypes = pointers[:2] + [ctypes.c_int64] * 7 + [ctypes.c_int]
+    lib.odt_window_sums.argtypes = pointers[:2] + [ctypes.c_int64] * 7 + [ctypes.c_int]
+    kernels = (lib.odt_clamp_pack, lib.odt_masked_grad, lib.odt_kernel_sums, lib.odt_spread, lib.odt_window_sums)
+    for kernel in kernels:
         kernel.restype = None
     return lib
 
@@ -84,7 +110,9 @@ def library():
         for flags in FLAG_SETS:
             try:
                 path = _build(SOURCES, flags)
-                _loaded["lib"], _loaded["how"] = _load(path), "C kernels (%s, %s)" % (" ".join(flags), path)
+                lib = _load(path, "-fopenmp" in flags)
+                refused = "; refused before: " + "; ".join(errors) if errors else ""
+                _loaded["lib"], _loaded["how"] = lib, "C kernels (%s, %s%s)" % (" ".join(flags), path, refused)
                 break
             except (OSError, subprocess.SubprocessError) as exc:
                 stderr = getattr(exc, "stderr", b"") or b""
