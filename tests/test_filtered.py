@@ -138,9 +138,10 @@ def _window_sums_reference(x, window, patches):
 
 def test_the_c_kernels_and_the_torch_ops_pool_sum_kernels_and_spread_alike():
     """Window sums (widths 2 and 4, spelt out in C, and 3) with partial windows at the border,
-    rows beyond the last window and a window taller than the input; kernel sums of 1x1, 3x3 (the unrolled case) and 5x5 weights; spreading
-    cropped to the input and padded where the input reaches beyond the last window, square and
-    oblong windows. The last case of each is large enough to run on several threads."""
+    rows beyond the last window and a window taller than the input; kernel sums of 1x1, 3x3 (the
+    unrolled case) and 5x5 weights; spreading cropped to the input and padded where the input
+    reaches beyond the last window, square and oblong windows. The last case of each is large
+    enough to run on several threads."""
     require_c_kernels()
     torch.manual_seed(0)
     for shape, window, patches in (((2, 3, 7, 7), (2, 2), (4, 4)), ((2, 3, 13, 5), (4, 2), (3, 3)),

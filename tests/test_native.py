@@ -28,7 +28,7 @@ def test_an_openmp_build_that_brings_its_own_runtime_is_refused(tmp_path):
     require_c_kernels()
     (tmp_path / "empty.c").write_text("int odt_stand_in_runtime(void) { return 0; }\n")
     fake = tmp_path / "libiomp5.so"
-    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(fake), str(tmp_path / "empty.c"),
+    subprocess.run([os.environ.get("CC", "cc"), "-shared", "-fPIC", "-o", str(fake), str(tmp_path / "empty.c"),
                     "-Wl,-soname,libiomp5.so"], check=True)
     child = textwrap.dedent("""
         import os, sys

@@ -141,9 +141,8 @@ def _kernel_sums(weight):
     """The weight summed over its kernel window, Co x Ci/groups: a view for 1x1 kernels; for a
     contiguous weight one pass of the C kernel (torch reduces the short innermost kernel axis
     slowly: a matrix-vector product took 0.5-0.8 ms on a 512x512x3x3 weight, the kernel 0.45-0.67
-    on one thread and 0.36-0.46 on two, inside a training step),
-    else a matrix-vector product; a channels-last weight reduces along its strided kernel axes
-    directly."""
+    on one thread and 0.36-0.46 on two, inside a training step), else a matrix-vector product; a
+    channels-last weight reduces along its strided kernel axes directly."""
     if not weight.is_contiguous():
         return weight.sum((2, 3))
     taps = weight.shape[2] * weight.shape[3]

@@ -75,7 +75,7 @@ def openmp_runtimes():
     process's map cannot be read (not Linux)."""
     try:
         with open("/proc/self/maps") as f:
-            files = {line.split()[-1] for line in f if len(line.split()) == 6}
+            files = {fields[-1] for fields in map(str.split, f) if len(fields) == 6}
     except OSError:
         return None
     return {path for path in files if re.match(r"lib(gomp|omp|iomp\d*)[-.]", os.path.basename(path))}
