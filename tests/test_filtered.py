@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from suites.ops import FilteredConv2d, native
-from suites.ops.filtered import _kernel_sums, _spread, window_sums
+from suites.ops.filtered import _kernel_sums, _spread, by_planes, window_sums
 from tests.helpers import require_c_kernels
 from tests.test_ops import _saved
 
@@ -101,6 +101,20 @@ def test_filtered_gradients_equal_a_per_patch_reference(seed, backend):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("channels, size, stride, planes", [(6, 8, 1, True), (6, 15, 2, True),
+                                                            (40, 4, 1, False), (40, 5, 2, False)])
+def test_regular_nchw_convs_match_the_reference_in_both_product_forms(channels, size, stride, planes, backend):
+    """The 1x1 products run per sample on NCHW planes where there are enough patches per channel
+    and on rows otherwise; both agree with the reference (whole and cut windows at r = 2)."""
+    conv = _conv(channels, channels, 1, 3, stride, 1, torch.contiguous_format)
+    x = torch.randn(2, channels, size, size)
+    g = torch.randn_like(conv(x))
+    patches = tuple(-(-d // 2) for d in g.shape[2:])
+    assert by_planes(window_sums(g, (2, 2), patches), channels, 1) is planes
+    for got, want in zip(_run(conv, 2, x, g), _reference(conv, 2, x, g)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_the_compact_update_trains_one_value_per_pair_and_moves_the_weight_as_the_dense_one(seed):
     """``compact``: delta's gradient is the reference's per-pair value, no full-size weight gradient
@@ -157,12 +171,13 @@ def test_the_c_kernels_and_the_torch_ops_pool_sum_kernels_and_spread_alike():
         torch.testing.assert_close(_kernel_sums(weight), weight.sum((2, 3)), rtol=1e-5, atol=1e-5)
     for n, patches, window, in_size in ((2, (4, 4), (2, 2), (7, 7)), (2, (3, 2), (4, 2), (13, 3)),
                                         (2, (2, 3), (3, 1), (5, 4)), (8, (17, 17), (2, 2), (33, 35))):
-        v = torch.randn(n, *patches, 16)
+        v = torch.randn(n, 16, *patches)
         c_kernel = _spread(v, window, in_size, torch.contiguous_format)
-        want = v.permute(0, 3, 1, 2).repeat_interleave(window[0], 2).repeat_interleave(window[1], 3)
+        want = v.repeat_interleave(window[0], 2).repeat_interleave(window[1], 3)
         want = nn.functional.pad(want, (0, max(0, in_size[1] - want.shape[3]), 0, max(0, in_size[0] - want.shape[2])))
         assert c_kernel.is_contiguous() and torch.equal(c_kernel, want[:, :, :in_size[0], :in_size[1]])
-        assert torch.equal(_spread(v, window, in_size, torch.channels_last), c_kernel)
+        rows = v.contiguous(memory_format=torch.channels_last)  # as the channels-last backward has them
+        assert torch.equal(_spread(rows, window, in_size, torch.channels_last), c_kernel)
 
 
 def _patch_constant(t, r):

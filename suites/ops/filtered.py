@@ -21,8 +21,9 @@ at stride 1. At stride s > 1 the exact input gradient is zero off the sampled po
 per-window constant can equal; spreading V evenly keeps each window's gradient sum exact (the
 paper leaves the stride's scale implicit). For larger kernels all of it holds approximately.
 
-The products are GEMMs (NCHW: per sample, theta^T @ G and G @ X^T), the pooling and spreading
-single passes (the NCHW pooling, the kernel sums and the NCHW spreading in C, ``filtered.c``, on
+The products are GEMMs (over N*Ph*Pw rows of channels; in NCHW, where there are enough patches
+per channel, per sample on the planes: theta^T @ G_n and G_n @ X_n^T, ``by_planes``), the
+pooling and spreading single passes (the NCHW pooling, the kernel sums and the NCHW spreading in C, ``filtered.c``, on
 torch's threads where the device's compiler built it; torch ops otherwise); no full-size weight or
 input gradient is ever computed then filtered.
 
@@ -65,14 +66,14 @@ class _Filter:
         return torch.tensor([min(step, limit - p * step) for p in range(n)], dtype=torch.float32)
 
     def window_sizes(self, patches, in_size, device):
-        """Positions in each window: one number where all windows are whole, else a Ph x Pw x 1
-        tensor on ``device`` (border windows may be cut by the input's edge), made once per shape."""
+        """Positions in each window: one number where all windows are whole, else a Ph x Pw tensor
+        on ``device`` (border windows may be cut by the input's edge), made once per shape."""
         if all(n * w <= i for n, w, i in zip(patches, self.window, in_size)):
             return float(self.window[0] * self.window[1])
         key = (tuple(patches), tuple(in_size), device)
         if key not in self._sizes:
             rows, cols = (self.sizes(n, w, i) for n, w, i in zip(patches, self.window, in_size))
-            self._sizes[key] = (rows[:, None] * cols[None, :]).unsqueeze(2).to(device)
+            self._sizes[key] = (rows[:, None] * cols[None, :]).to(device)
         return self._sizes[key]
 
 
@@ -95,25 +96,18 @@ class _FilteredConv(torch.autograd.Function):
         r = geometry.patch
         summed = window_sums(grad, (r, r), geometry.patches(grad.shape[2:]))  # N x Co x Ph x Pw
         sizes = geometry.window_sizes(summed.shape[2:], ctx.in_size, grad.device)
-        uniform = isinstance(sizes, float)  # then the division moves onto the small products
-        g = _rows(summed)
+        uniform = isinstance(sizes, float)  # then the division is the GEMMs' scale, free
+        scale = 1.0 / sizes if uniform else 1.0
         gw = gx = gd = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
-            if uniform:
-                per_pair = _pairs(g, _rows(pooled), geometry.groups) / sizes
-            else:
-                per_pair = _pairs(g, _rows(pooled) / sizes, geometry.groups)
+            per_pair = _pairs(summed, pooled if uniform else pooled / sizes, geometry.groups, scale)
             if ctx.needs_input_grad[3]:  # compact: the pair values are the gradient of delta
                 gd = per_pair[:, :, None, None]
             else:
                 gw = per_pair[:, :, None, None].expand_as(weight).contiguous(memory_format=_layout(weight))
         if ctx.needs_input_grad[0]:
-            theta = _kernel_sums(weight)
-            if uniform:
-                v = _products(g, theta / sizes, geometry.groups).view(*g.shape[:3], -1)
-            else:
-                v = _products(g, theta, geometry.groups).view(*g.shape[:3], -1) / sizes
-            gx = _spread(v, geometry.window, ctx.in_size, _layout(grad))
+            v = _products(summed, _kernel_sums(weight), geometry.groups, scale)
+            gx = _spread(v if uniform else v / sizes, geometry.window, ctx.in_size, _layout(grad))
         gb = summed.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None  # every output is in one patch
         return gx, gw, gb, gd, None
 
@@ -166,42 +160,74 @@ def _rows(t):
     return t.permute(0, 2, 3, 1)
 
 
-def _pairs(g, mean, groups):
-    """Per (out, in-of-group) pair, the sum over batch and patches of g * mean; g: N x Ph x Pw x Co,
-    mean: N x Ph x Pw x Ci."""
-    out_ch, in_ch = g.shape[3], mean.shape[3]
-    g, mean = g.reshape(-1, out_ch), mean.reshape(-1, in_ch)
+def _mm(a, b, scale):
+    """``scale * (a @ b)`` (batched for 3-d operands), the scale applied inside the GEMM rather
+    than by a second pass over an operand or the result (on a warm 512x512 result that pass took
+    0.03 ms beside the product's 0.08-0.13)."""
+    if a.dim() == 2:
+        return torch.addmm(a.new_zeros(()), a, b, beta=0, alpha=scale)
+    return torch.baddbmm(a.new_zeros(()), a, b, beta=0, alpha=scale)
+
+
+PLANES_FROM = 8  # batch 32, r = 2, NCHW, ms rows -> planes with the copies each form needs, for
+# 64 channels on 28 x 28 patches / 128 on 14 x 14 / 256 on 7 x 7 / 512 on 4 x 4: weight-gradient
+# GEMM 12.3 -> 2.5 / 3.3 -> 2.1 / 3.0 -> 2.8 / 2.5 -> 18.7 (its N x 512 x 512 partial products),
+# input-gradient GEMM 5.1 -> 2.2 / 3.2 -> 1.6 / 1.8 -> 2.0 / 1.9 -> 4.1
+
+
+def by_planes(summed, in_ch, groups):
+    """Whether the 1x1 products run per sample on the NCHW planes (N GEMMs over the patches, no
+    transposed copies) rather than on rows (one GEMM over N x patches, after copying both operands
+    to N x Ph x Pw x C): for contiguous regular convs with at least 1/PLANES_FROM as many patches
+    as channels."""
+    n, out_ch, ph, pw = summed.shape
+    return groups == 1 and summed.is_contiguous() and PLANES_FROM * ph * pw >= max(out_ch, in_ch)
+
+
+def _pairs(summed, mean, groups, scale=1.0):
+    """Per (out, in-of-group) pair, ``scale`` times the sum over batch and patches of summed * mean;
+    summed: N x Co x Ph x Pw, mean: N x Ci x Ph x Pw."""
+    n, out_ch, in_ch = summed.shape[0], summed.shape[1], mean.shape[1]
+    if by_planes(summed, in_ch, groups) and mean.is_contiguous():
+        return _mm(summed.view(n, out_ch, -1), mean.view(n, in_ch, -1).transpose(1, 2), scale).sum(0)
+    g, mean = _rows(summed).reshape(-1, out_ch), _rows(mean).reshape(-1, in_ch)
     if groups == 1:
-        return torch.mm(g.t(), mean)
+        return _mm(g.t(), mean, scale)
     if in_ch == groups:  # depthwise (any multiplier): each output channel sees one input channel
-        return (g.view(-1, groups, out_ch // groups) * mean.view(-1, groups, 1)).sum(0).view(out_ch, 1)
+        return (g.view(-1, groups, out_ch // groups) * mean.view(-1, groups, 1)).sum(0).view(out_ch, 1) * scale
     g = g.view(-1, groups, out_ch // groups).transpose(0, 1)
     mean = mean.view(-1, groups, in_ch // groups).transpose(0, 1)
-    return torch.bmm(g.transpose(1, 2), mean).reshape(out_ch, in_ch // groups)
+    return _mm(g.transpose(1, 2), mean, scale).reshape(out_ch, in_ch // groups)
 
 
-def _products(g, theta, groups):
-    """Per patch the 1x1 product sum_o theta[o, i] * g[o] (rows: N*Ph*Pw x Ci); theta: Co x Ci/groups."""
-    out_ch = g.shape[3]
-    g = g.reshape(-1, out_ch)
-    if groups == 1:
-        return torch.mm(g, theta)
+def _products(summed, theta, groups, scale=1.0):
+    """Per patch ``scale`` times the 1x1 product sum_o theta[o, i] * summed[o]: N x Ci x Ph x Pw
+    (NCHW planes or a view of rows); summed: N x Co x Ph x Pw, theta: Co x Ci/groups."""
+    n, out_ch, ph, pw = summed.shape
+    in_ch = theta.shape[1] * groups
+    if by_planes(summed, in_ch, groups):
+        return _mm(theta.t().expand(n, -1, -1), summed.view(n, out_ch, -1), scale).view(n, in_ch, ph, pw)
+    g = _rows(summed).reshape(-1, out_ch)
     per_group = out_ch // groups
-    if theta.shape[1] == 1:  # depthwise
-        return (g.view(-1, groups, per_group) * theta.view(groups, per_group)).sum(2)
-    out = torch.bmm(g.view(-1, groups, per_group).transpose(0, 1), theta.view(groups, per_group, -1))
-    return out.transpose(0, 1).reshape(g.shape[0], -1)
+    if groups == 1:
+        out = _mm(g, theta, scale)
+    elif theta.shape[1] == 1:  # depthwise
+        out = (g.view(-1, groups, per_group) * theta.view(groups, per_group)).sum(2) * scale
+    else:
+        out = _mm(g.view(-1, groups, per_group).transpose(0, 1), theta.view(groups, per_group, -1), scale)
+        out = out.transpose(0, 1).reshape(g.shape[0], -1)
+    return out.view(n, ph, pw, in_ch).permute(0, 3, 1, 2)
 
 
 def _spread(v, window, in_size, layout):
-    """Each value of ``v`` (N x Ph x Pw x C) at every position of its window, as an N x C x H x W
+    """Each value of ``v`` (N x C x Ph x Pw) at every position of its window, as an N x C x H x W
     gradient in ``layout``, cropped (or padded with zeros) to ``in_size``. NCHW goes through the C
     kernel where it is built (contiguous rows; torch's copy into the stride-0 innermost axis of
     the expanded NCHW view is several times slower), else through the same view as channels-last."""
-    (wh, ww), (n, ph, pw, c) = window, v.shape
+    (wh, ww), (n, c, ph, pw) = window, v.shape
     rows, cols = in_size
     if layout == torch.contiguous_format:
-        planes = v.permute(0, 3, 1, 2).contiguous()
+        planes = v.contiguous()
         lib = native.kernels(planes)
         if lib is not None:
             out = v.new_empty(n, c, rows, cols)
@@ -210,6 +236,7 @@ def _spread(v, window, in_size, layout):
             return out
         full = planes[:, :, :, None, :, None].expand(n, c, ph, wh, pw, ww).reshape(n, c, ph * wh, pw * ww)
     else:
+        v = v.permute(0, 2, 3, 1)  # rows
         full = v[:, :, None, :, None, :].expand(n, ph, wh, pw, ww, c).reshape(n, ph * wh, pw * ww, c)
         full = full.permute(0, 3, 1, 2)
     if ph * wh >= rows and pw * ww >= cols:
