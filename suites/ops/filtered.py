@@ -23,9 +23,9 @@ paper leaves the stride's scale implicit). For larger kernels all of it holds ap
 
 The products are GEMMs (over N*Ph*Pw rows of channels; in NCHW, where there are enough patches
 per channel, per sample on the planes: theta^T @ G_n and G_n @ X_n^T, ``by_planes``), the
-pooling and spreading single passes (the NCHW pooling, the kernel sums and the NCHW spreading in C, ``filtered.c``, on
-torch's threads where the device's compiler built it; torch ops otherwise); no full-size weight or
-input gradient is ever computed then filtered.
+pooling and spreading single passes (the NCHW pooling, the kernel sums and the NCHW spreading
+in C, ``filtered.c``, on torch's threads where the device's compiler built it; torch ops
+otherwise); no full-size weight or input gradient is ever computed then filtered.
 
 Compact weight update (``compact=True``): the weight gradient has one value per (out, in) pair,
 so the conv can train that pair value instead of the full weight. The weight is then frozen in
