@@ -98,15 +98,16 @@ class _FilteredConv(torch.autograd.Function):
         sizes = geometry.window_sizes(summed.shape[2:], ctx.in_size, grad.device)
         uniform = isinstance(sizes, float)  # then the division is the GEMMs' scale, free
         scale = 1.0 / sizes if uniform else 1.0
+        planes = by_planes(summed, pooled.shape[1], geometry.groups) and pooled.is_contiguous()
         gw = gx = gd = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
-            per_pair = _pairs(summed, pooled if uniform else pooled / sizes, geometry.groups, scale)
+            per_pair = _pairs(summed, pooled if uniform else pooled / sizes, geometry.groups, scale, planes)
             if ctx.needs_input_grad[3]:  # compact: the pair values are the gradient of delta
                 gd = per_pair[:, :, None, None]
             else:
                 gw = per_pair[:, :, None, None].expand_as(weight).contiguous(memory_format=_layout(weight))
         if ctx.needs_input_grad[0]:
-            v = _products(summed, _kernel_sums(weight), geometry.groups, scale)
+            v = _products(summed, _kernel_sums(weight), geometry.groups, scale, planes)
             gx = _spread(v if uniform else v / sizes, geometry.window, ctx.in_size, _layout(grad))
         gb = summed.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None  # every output is in one patch
         return gx, gw, gb, gd, None
@@ -184,11 +185,11 @@ def by_planes(summed, in_ch, groups):
     return groups == 1 and summed.is_contiguous() and PLANES_FROM * ph * pw >= max(out_ch, in_ch)
 
 
-def _pairs(summed, mean, groups, scale=1.0):
+def _pairs(summed, mean, groups, scale, planes):
     """Per (out, in-of-group) pair, ``scale`` times the sum over batch and patches of summed * mean;
-    summed: N x Co x Ph x Pw, mean: N x Ci x Ph x Pw."""
+    summed: N x Co x Ph x Pw, mean: N x Ci x Ph x Pw; ``planes``: as ``by_planes`` chose."""
     n, out_ch, in_ch = summed.shape[0], summed.shape[1], mean.shape[1]
-    if by_planes(summed, in_ch, groups) and mean.is_contiguous():
+    if planes:
         return _mm(summed.view(n, out_ch, -1), mean.view(n, in_ch, -1).transpose(1, 2), scale).sum(0)
     g, mean = _rows(summed).reshape(-1, out_ch), _rows(mean).reshape(-1, in_ch)
     if groups == 1:
@@ -200,12 +201,13 @@ def _pairs(summed, mean, groups, scale=1.0):
     return _mm(g.transpose(1, 2), mean, scale).reshape(out_ch, in_ch // groups)
 
 
-def _products(summed, theta, groups, scale=1.0):
+def _products(summed, theta, groups, scale, planes):
     """Per patch ``scale`` times the 1x1 product sum_o theta[o, i] * summed[o]: N x Ci x Ph x Pw
-    (NCHW planes or a view of rows); summed: N x Co x Ph x Pw, theta: Co x Ci/groups."""
+    (NCHW planes or a view of rows); summed: N x Co x Ph x Pw, theta: Co x Ci/groups; ``planes``:
+    as ``by_planes`` chose."""
     n, out_ch, ph, pw = summed.shape
     in_ch = theta.shape[1] * groups
-    if by_planes(summed, in_ch, groups):
+    if planes:
         return _mm(theta.t().expand(n, -1, -1), summed.view(n, out_ch, -1), scale).view(n, in_ch, ph, pw)
     g = _rows(summed).reshape(-1, out_ch)
     per_group = out_ch // groups
