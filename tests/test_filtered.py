@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from suites.ops import FilteredConv2d, native
-from suites.ops.filtered import _kernel_sums, _spread, by_planes, window_sums
+from suites.ops.filtered import _kernel_sums, _over_kernel, _spread, by_planes, window_sums
 from tests.helpers import require_c_kernels
 from tests.test_ops import _saved
 
@@ -153,8 +153,9 @@ def _window_sums_reference(x, window, patches):
 def test_the_c_kernels_and_the_torch_ops_pool_sum_kernels_and_spread_alike():
     """Window sums (widths 2 and 4, spelt out in C, and 3) with partial windows at the border,
     rows beyond the last window and a window taller than the input; kernel sums of 1x1, 3x3 (the
-    unrolled case) and 5x5 weights; spreading cropped to the input and padded where the input
-    reaches beyond the last window, square and oblong windows. The last case of each is large
+    unrolled case) and 5x5 weights, and the weight gradient broadcast back over their kernels
+    (both layouts); spreading cropped to the input and padded where the input reaches beyond the
+    last window, square and oblong windows. The last case of each (both last weights) is large
     enough to run on several threads."""
     require_c_kernels()
     torch.manual_seed(0)
@@ -166,9 +167,15 @@ def test_the_c_kernels_and_the_torch_ops_pool_sum_kernels_and_spread_alike():
         torch.testing.assert_close(window_sums(x, window, patches), want, rtol=1e-5, atol=1e-5)
         cl = x.contiguous(memory_format=torch.channels_last)  # torch's pooling
         torch.testing.assert_close(window_sums(cl, window, patches), want, rtol=1e-5, atol=1e-5)
-    for shape in ((6, 5, 1, 1), (6, 5, 3, 3), (6, 5, 5, 5), (64, 32, 3, 3), (96, 64, 5, 5)):
+    for shape in ((6, 5, 1, 1), (6, 5, 3, 3), (6, 5, 5, 5), (128, 128, 3, 3), (96, 64, 5, 5)):
         weight = torch.randn(*shape)
         torch.testing.assert_close(_kernel_sums(weight), weight.sum((2, 3)), rtol=1e-5, atol=1e-5)
+        per_pair = torch.randn(*shape[:2])
+        for layout in LAYOUTS:
+            like = weight.contiguous(memory_format=layout)
+            spread = _over_kernel(per_pair, like)
+            assert spread.is_contiguous(memory_format=layout)
+            assert torch.equal(spread, per_pair[:, :, None, None].expand(shape))
     for n, patches, window, in_size in ((2, (4, 4), (2, 2), (7, 7)), (2, (3, 2), (4, 2), (13, 3)),
                                         (2, (2, 3), (3, 1), (5, 4)), (8, (17, 17), (2, 2), (33, 35))):
         v = torch.randn(n, 16, *patches)

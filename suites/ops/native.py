@@ -95,9 +95,11 @@ def _load(path, openmp):
     lib.odt_clamp_pack.argtypes = pointers + [ctypes.c_float]
     lib.odt_masked_grad.argtypes = pointers
     lib.odt_kernel_sums.argtypes = pointers[:2] + [ctypes.c_int64] * 2 + [ctypes.c_int]
+    lib.odt_kernel_broadcast.argtypes = pointers[:2] + [ctypes.c_int64] * 2 + [ctypes.c_int]
     lib.odt_spread.argtypes = pointers[:2] + [ctypes.c_int64] * 7 + [ctypes.c_int]
     lib.odt_window_sums.argtypes = pointers[:2] + [ctypes.c_int64] * 7 + [ctypes.c_int]
-    kernels = (lib.odt_clamp_pack, lib.odt_masked_grad, lib.odt_kernel_sums, lib.odt_spread, lib.odt_window_sums)
+    kernels = (lib.odt_clamp_pack, lib.odt_masked_grad, lib.odt_kernel_sums, lib.odt_kernel_broadcast, lib.odt_spread,
+               lib.odt_window_sums)
     for kernel in kernels:
         kernel.restype = None
     return lib
