@@ -173,9 +173,9 @@ def test_the_c_kernels_and_the_torch_ops_pool_sum_kernels_and_spread_alike():
         per_pair = torch.randn(*shape[:2])
         for layout in LAYOUTS:
             like = weight.contiguous(memory_format=layout)
-            spread = _over_kernel(per_pair, like)
-            assert spread.is_contiguous(memory_format=layout)
-            assert torch.equal(spread, per_pair[:, :, None, None].expand(shape))
+            broadcast = _over_kernel(per_pair, like)
+            assert broadcast.is_contiguous(memory_format=layout)
+            assert torch.equal(broadcast, per_pair[:, :, None, None].expand(shape))
     for n, patches, window, in_size in ((2, (4, 4), (2, 2), (7, 7)), (2, (3, 2), (4, 2), (13, 3)),
                                         (2, (2, 3), (3, 1), (5, 4)), (8, (17, 17), (2, 2), (33, 35))):
         v = torch.randn(n, 16, *patches)

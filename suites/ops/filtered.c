@@ -1,10 +1,10 @@
 /* Four passes of the filtered conv (filtered.py), in C: torch pools NCHW maps, reduces a short
-   innermost axis and copies into or from a stride-0 innermost axis slowly on the CPU. Built by native.py
-   with bits.c into one library and called through ctypes on contiguous float32 tensors. Large
-   calls run on the threads of torch's own OpenMP runtime where the build links it (native.py
-   checks that it is the same one): the passes are memory-bound, and one core alone does not draw
-   the bandwidth (ResNet-18's last 512x512x3x3 weight was summed in ~0.6 ms on one core and in
-   ~0.4 ms on two, inside a training step). */
+   innermost axis and copies from or into a stride-0 innermost axis slowly on the CPU. Built by
+   native.py with bits.c into one library and called through ctypes on contiguous float32
+   tensors. Large calls run on the threads of torch's own OpenMP runtime where the build links it
+   (native.py checks that it is the same one): the passes are memory-bound, and one core alone
+   does not draw the bandwidth (ResNet-18's last 512x512x3x3 weight was summed in ~0.6 ms on one
+   core and in ~0.4 ms on two, inside a training step). */
 #include <stdint.h>
 #include <string.h>
 
@@ -30,8 +30,9 @@ void odt_kernel_sums(const float *restrict w, float *restrict out, int64_t pairs
     }
 }
 
-/* out[p * taps ... (p + 1) * taps) = v[p]: one value per (out, in) pair at every kernel position of a
-   contiguous weight-shaped gradient (the inverse of odt_kernel_sums), on up to threads threads */
+/* out[p * taps ... (p + 1) * taps) = v[p]: one value per (out, in) pair at every kernel position
+   of a contiguous weight-shaped gradient (the inverse of odt_kernel_sums), on up to threads
+   threads */
 void odt_kernel_broadcast(const float *restrict v, float *restrict out, int64_t pairs, int64_t taps, int threads) {
     if (taps == 9) { /* 3x3: the nine stores spelt out, 0.18 ms against the loop's 0.30 on a warm
                         512x512x3x3 gradient */
