@@ -1,9 +1,9 @@
-"""The ``odt-bench`` command line: run, analyze, report, export, list, doctor, search-sparse,
+"""The odt-bench command line: run, analyze, report, export, list, doctor, search-sparse,
 pretrain, meta-train.
 
 Exit codes: 0 every cell ok; 1 some cells failed (their records and all others are kept) or the
-target could not be reached;
-2 bad input (unknown name, bad plan, unreadable file); 130 interrupted (finished cells kept).
+target could not be reached; 2 bad input (unknown name, bad plan, unreadable file); 130
+interrupted (finished cells kept); 141 output cut off by a reader that closed early (| head).
 """
 import argparse
 import json
@@ -405,7 +405,8 @@ def cmd_search_sparse(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="odt-bench", description=__doc__.split("\n")[0])
+    summary, exit_codes = (" ".join(part.split()) for part in __doc__.strip().split("\n\n"))
+    parser = argparse.ArgumentParser(prog="odt-bench", description=summary, epilog=exit_codes)
     parser.add_argument("--cache", help="artifact cache directory (default $ODT_BENCH_CACHE or "
                                         "~/.cache/odt-bench)")
     sub = parser.add_subparsers(dest="command", required=True)

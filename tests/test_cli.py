@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from harness import cli
 from harness.cli import main
 from harness.journal import Journal, read_journal
 from harness.plan import jobs_from
@@ -84,6 +85,17 @@ def test_quick_plan_runs_end_to_end_and_renders_a_report(tmp_path):
 def test_bad_input_exits_2_naming_the_thing(args, text, capsys, tmp_path):
     assert _run("--results", str(tmp_path), *args) == 2
     assert text in capsys.readouterr().err
+
+
+def test_help_names_every_command_and_every_exit_code(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    summary = text[text.index("The odt-bench command line:"):text.index("positional arguments")]
+    commands = re.search(r"\{([a-z,-]+)\}", text).group(1).split(",")
+    assert len(commands) == 9 and all(" %s," % c in summary or " %s." % c in summary for c in commands)
+    for code in (cli.EXIT_OK, cli.EXIT_CELLS_FAILED, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED, cli.EXIT_PIPE_CLOSED):
+        assert re.search(r"[:;] %d [a-z]" % code, text[text.index("Exit codes:"):]), code
 
 
 def test_dry_run_lists_cells(capsys):
