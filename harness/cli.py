@@ -73,7 +73,8 @@ def _method_flags():
 
 
 def _add_cell_flags(parser):
-    group = parser.add_argument_group("a single cell (instead of a plan)")
+    group = parser.add_argument_group("a single cell (instead of a plan)",
+                                      "each flag sets the job field of its name (README, Plans)")
     group.add_argument("--model", help="model name (odt-bench list models), e.g. mbv2-w0.35, resnet18")
     group.add_argument("--method", help="method name")
     for name, kind in CELL_FLAGS:
@@ -411,7 +412,10 @@ def build_parser():
                                         "~/.cache/odt-bench)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a plan (or one cell) on a target")
+    def command(name, text):  # the one-line summary in `odt-bench --help` and atop the command's own help
+        return sub.add_parser(name, help=text, description=text)
+
+    run = command("run", "run a plan (or one cell) on a target")
     run.add_argument("--plan", default="default", help="plan name (%s) or TOML path" % ", ".join(plan_names()))
     run.add_argument("--target", default="local", help="target name: local, or one of the targets file")
     run.add_argument("--targets", help="targets file (default $%s, else ./targets.toml)" % TARGETS_ENV)
@@ -432,36 +436,36 @@ def build_parser():
     _add_cell_flags(run)
     run.set_defaults(func=cmd_run)
 
-    analyze = sub.add_parser("analyze", help="counts and saved bytes of one cell (no timing)")
+    analyze = command("analyze", "counts and saved bytes of one cell (no timing)")
     _add_cell_flags(analyze)
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.set_defaults(func=cmd_analyze)
 
-    report = sub.add_parser("report", help="render a report from journals")
+    report = command("report", "render a report from journals")
     report.add_argument("journals", nargs="+", help="journal files or directories")
     report.add_argument("-o", "--output", required=True, help="output directory")
     report.set_defaults(func=cmd_report)
 
-    export = sub.add_parser("export", help="write a new pytest-benchmark JSON file from journals")
+    export = command("export", "write a new pytest-benchmark JSON file from journals")
     export.add_argument("journals", nargs="+", help="journal files (.jsonl)")
     export.add_argument("--storage", help="pytest-benchmark storage directory (default: the journal's "
                                           "directory, results/<target>/)")
     export.set_defaults(func=cmd_export)
 
-    listing = sub.add_parser("list", help="list models, methods, plans or targets")
+    listing = command("list", "list models, methods, plans or targets")
     listing.add_argument("what", choices=("models", "methods", "plans", "targets"))
     listing.add_argument("--targets", help="targets file (default $%s, else ./targets.toml)" % TARGETS_ENV)
     listing.set_defaults(func=cmd_list)
 
-    doc = sub.add_parser("doctor", help="check that a target is ready (Python, torch, memory, "
-                                        "disk, governor, clocks, board tools)")
-    doc.add_argument("--target", default="local")
+    doc = command("doctor", "check that a target is ready (Python, torch, memory, disk, governor, clocks, "
+                            "board tools)")
+    doc.add_argument("--target", default="local", help="target name: local, or one of the targets file")
     doc.add_argument("--targets", help="targets file (default $%s, else ./targets.toml)" % TARGETS_ENV)
     doc.set_defaults(func=cmd_doctor)
 
-    search = sub.add_parser("search-sparse", help="contribution analysis + evolutionary search for a "
-                                                 "SparseUpdate scheme under a memory budget; writes a preset file")
-    search.add_argument("--model", required=True)
+    search = command("search-sparse", "contribution analysis + evolutionary search for a SparseUpdate scheme "
+                                      "under a memory budget; writes a preset file")
+    search.add_argument("--model", required=True, help="model name (odt-bench list models)")
     search.add_argument("--budget", required=True, help="memory budget with its unit, e.g. 100KiB or 0.1MB "
                                                         "(sparseupdate_int8 convention, per sample)")
     search.add_argument("--data", default="mnist5k-transfer", help="the transfer task the contributions are "
@@ -470,26 +474,26 @@ def build_parser():
     search.add_argument("--resolution", type=int, default=64, help="input size of the fine-tuning runs (default 64)")
     search.add_argument("--memory-resolution", type=int, default=128,
                         help="input size at which memory is counted (default 128, the presets')")
-    search.add_argument("--batch", type=int, default=16)
+    search.add_argument("--batch", type=int, default=16, help="fine-tuning batch (default 16)")
     search.add_argument("--steps", type=int, default=100, help="SGD steps per fine-tuning run (default 100)")
-    search.add_argument("--lr", type=float, default=0.1)
+    search.add_argument("--lr", type=float, default=0.1, help="fine-tuning learning rate (default 0.1)")
     search.add_argument("--seeds", type=int, default=1, help="fine-tuning runs averaged per configuration")
-    search.add_argument("--population", type=int, default=100)
+    search.add_argument("--population", type=int, default=100, help="candidates per generation (default 100)")
     search.add_argument("--evaluations", type=int, default=5000, help="candidates to evaluate (default 5000)")
     search.add_argument("--seed", type=int, default=0, help="the search's random seed")
     search.add_argument("-o", "--output", help="preset file (default results/presets/<model>-<budget>.json)")
     search.set_defaults(func=cmd_search_sparse)
 
-    pre = sub.add_parser("pretrain", help="pre-train a backbone on the source classes (cached)")
-    pre.add_argument("--model", required=True)
-    pre.add_argument("--resolution", type=int, default=64)
-    pre.add_argument("--epochs", type=int, default=4)
+    pre = command("pretrain", "pre-train a backbone on the source classes (cached)")
+    pre.add_argument("--model", required=True, help="model name (odt-bench list models)")
+    pre.add_argument("--resolution", type=int, default=64, help="input size (default 64)")
+    pre.add_argument("--epochs", type=int, default=4, help="epochs over the source classes (default 4)")
     pre.set_defaults(func=cmd_pretrain)
 
-    meta = sub.add_parser("meta-train", help="meta-train the pre-trained backbone episodically (ProtoNet; cached); "
-                                             "jobs use it with checkpoint = \"meta-trained\"")
-    meta.add_argument("--model", required=True)
-    meta.add_argument("--resolution", type=int, default=64)
+    meta = command("meta-train", "meta-train the pre-trained backbone episodically (ProtoNet; cached); jobs "
+                                 "use it with checkpoint = \"meta-trained\"")
+    meta.add_argument("--model", required=True, help="model name (odt-bench list models)")
+    meta.add_argument("--resolution", type=int, default=64, help="input size (default 64)")
     meta.add_argument("--episodes", type=int, default=EPISODES, help="episodes of %s (default %d)" % (PROTOCOL, EPISODES))
     meta.set_defaults(func=cmd_meta_train)
     return parser

@@ -96,6 +96,12 @@ def test_help_names_every_command_and_every_exit_code(capsys):
     assert len(commands) == 9 and all(" %s," % c in summary or " %s." % c in summary for c in commands)
     for code in (cli.EXIT_OK, cli.EXIT_CELLS_FAILED, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED, cli.EXIT_PIPE_CLOSED):
         assert re.search(r"[:;] %d [a-z]" % code, text[text.index("Exit codes:"):]), code
+    listed = text[text.index("positional arguments"):]
+    for command, following in zip(commands, commands[1:] + ["options:"]):  # its line there tops its own help
+        line = re.search(r" %s (.+?) %s " % (command, following), listed).group(1)
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert line in " ".join(capsys.readouterr().out.split()), command
 
 
 def test_dry_run_lists_cells(capsys):
