@@ -1,6 +1,7 @@
 """The C kernels of ``bits.c`` (1-bit masks) and ``filtered.c`` (the filtered conv's window sums,
-kernel sums and spreading), built on first use into one library with the device's own C compiler and loaded
-with ctypes (no torch headers, no build system: one ``cc`` call of well under a second).
+kernel sums, spreading and weight-gradient broadcast), built on first use into one library with the
+device's own C compiler and loaded with ctypes (no torch headers, no build system: one ``cc`` call
+of well under a second).
 
 The library lands in ``$ODT_OPS_BUILD_DIR`` (default: ``ops/`` in ``$ODT_BENCH_CACHE``, else in
 ``~/.cache/odt-bench``) under a name
