@@ -4,6 +4,7 @@ No harness module imports a driver: a new board or method is a package that decl
 point. Unknown names raise ``UnknownName`` listing the valid ones.
 """
 from importlib.metadata import entry_points
+from pathlib import Path
 
 TARGETS = "odt_bench.targets"
 METHODS = "odt_bench.methods"
@@ -32,7 +33,6 @@ def load(group, name):
 def _file_targets(targets_file):
     """``{name: kind}`` of the targets file, or {} when there is none."""
     import tomllib
-    from pathlib import Path
 
     path = Path(targets_file)
     if not path.is_file():
@@ -43,6 +43,15 @@ def _file_targets(targets_file):
         raise UnknownName("targets file %s is not valid TOML: %s" % (path, exc))
     return {name: table.get("kind") for name, table in doc.get("targets", {}).items()
             if isinstance(table, dict)}
+
+
+def _describe_hint(name, kinds, targets_file):
+    """What to do about a target the targets file does not describe."""
+    table = "a [targets.%s] table%s" % (name, ' with kind = "%s"' % name if name in kinds else "")
+    if Path(targets_file).is_file():
+        return '. To run on a board, describe it in %s of %s (README, "Remote targets")' % (table, targets_file)
+    return ('. There is no targets file at %s: to run on a board, describe it in %s of a targets file given '
+            'with --targets FILE or $ODT_BENCH_TARGETS (README, "Remote targets")' % (targets_file, table))
 
 
 def target(name, cache, targets_file):
@@ -56,8 +65,9 @@ def target(name, cache, targets_file):
     described = _file_targets(targets_file)
     if name not in described:
         usable = [k for k in kinds if not getattr(load(TARGETS, k), "needs_description", False)]
-        raise UnknownName("unknown target %r; known targets: %s" % (
-            name, ", ".join(usable + ["%s (%s)" % (n, targets_file) for n in sorted(described)])))
+        raise UnknownName("unknown target %r; known targets: %s%s" % (
+            name, ", ".join(usable + ["%s (%s)" % (n, targets_file) for n in sorted(described)]),
+            _describe_hint(name, kinds, targets_file)))
     kind = described[name]
     if kind not in kinds:
         raise UnknownName("%s: target %r has kind %r; known kinds: %s"

@@ -68,6 +68,18 @@ def test_unknown_targets_list_the_known_ones(tmp_path, key):
     assert target("pi4", None, str(path)).host.host == "192.168.1.20"
 
 
+def test_an_undescribed_target_says_where_and_how_to_describe_it(tmp_path, key):
+    path = _file(tmp_path, GOOD.format(key=key))
+    with pytest.raises(UnknownName) as err:
+        target("pi5", None, str(path))
+    assert str(err.value).endswith("describe it in a [targets.pi5] table of %s (README, \"Remote targets\")" % path)
+    with pytest.raises(UnknownName) as err:  # a kind's name, and no targets file
+        target("jetson", None, str(tmp_path / "none.toml"))
+    assert "There is no targets file at %s" % (tmp_path / "none.toml") in str(err.value)
+    assert 'a [targets.jetson] table with kind = "jetson"' in str(err.value)
+    assert "--targets FILE or $ODT_BENCH_TARGETS" in str(err.value)
+
+
 def test_pi_health_and_throttle_flags():
     recorded = "throttled=0x50000\ntemp=47.2'C\nfrequency(48)=1800404352\nondemand\n"
     health = parse_health(recorded)
