@@ -31,7 +31,7 @@ void odt_kernel_sums(const float *restrict w, float *restrict out, int64_t pairs
 }
 
 /* out[p * taps ... (p + 1) * taps) = v[p]: one value per (out, in) pair at every kernel position
-   of a contiguous weight-shaped gradient (the inverse of odt_kernel_sums), on up to threads
+   of a contiguous weight-shaped gradient (the transpose of odt_kernel_sums), on up to threads
    threads */
 void odt_kernel_broadcast(const float *restrict v, float *restrict out, int64_t pairs, int64_t taps, int threads) {
     if (taps == 9) { /* 3x3: the nine stores spelt out, 0.18 ms against the loop's 0.30 on a warm
