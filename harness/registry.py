@@ -49,8 +49,8 @@ def _describe_hint(name, kinds, targets_file):
     """What to do about a target the targets file does not describe."""
     table = "a [targets.%s] table%s" % (name, ' with kind = "%s"' % name if name in kinds else "")
     if Path(targets_file).is_file():
-        return '. To run on a board, describe it in %s of %s (README, "Remote targets")' % (table, targets_file)
-    return ('. There is no targets file at %s: to run on a board, describe it in %s of a targets file given '
+        return 'To run on a board, describe it in %s of %s (README, "Remote targets")' % (table, targets_file)
+    return ('There is no targets file at %s: to run on a board, describe it in %s of a targets file given '
             'with --targets FILE or $ODT_BENCH_TARGETS (README, "Remote targets")' % (targets_file, table))
 
 
@@ -65,7 +65,7 @@ def target(name, cache, targets_file):
     described = _file_targets(targets_file)
     if name not in described:
         usable = [k for k in kinds if not getattr(load(TARGETS, k), "needs_description", False)]
-        raise UnknownName("unknown target %r; known targets: %s%s" % (
+        raise UnknownName("unknown target %r; known targets: %s. %s" % (
             name, ", ".join(usable + ["%s (%s)" % (n, targets_file) for n in sorted(described)]),
             _describe_hint(name, kinds, targets_file)))
     kind = described[name]
