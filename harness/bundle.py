@@ -17,6 +17,7 @@ DEVICE_FILES = (
     "harness/device_info.py",
     "harness/executor.py",
     "harness/floor.py",
+    "harness/probe.py",
     "harness/protocol.py",
     "harness/syschecks.py",
     "suites/__init__.py",

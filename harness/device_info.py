@@ -1,10 +1,13 @@
-"""What a Python device knows about itself: the fingerprint and memory readings (device side).
+"""What a Python device knows about itself: the fingerprint (with the speed probe of
+``harness.probe``) and memory readings (device side).
 
 Linux files are read where they exist; anything unreadable is ``None`` with no guessing.
 """
 import ctypes
 import os
 import platform
+
+from . import probe
 
 
 def _read(path):
@@ -15,7 +18,8 @@ def _read(path):
         return None
 
 
-def _cpu_model():
+def cpu_model():
+    """The CPU's model as /proc/cpuinfo names it (x86 'model name', Arm 'Model' or 'Hardware')."""
     for line in (_read("/proc/cpuinfo") or "").splitlines():
         if line.split(":")[0].strip() in ("model name", "Model", "Hardware"):
             return line.split(":", 1)[1].strip()
@@ -114,7 +118,7 @@ def describe():
         "board": platform.machine(),
         "hostname": platform.node(),
         "os": platform.platform(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_capacity_bytes": mem_total_bytes(),
         "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
@@ -126,4 +130,5 @@ def describe():
         "cuda_version": torch.version.cuda,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},
+        "probe": probe.probe(mem_total_bytes()),
     }

@@ -33,6 +33,10 @@ PAIRED_ARMS = ["filtered_backward_ns", "exact_backward_ns", "filtered_step_ns", 
 PAIRED_COLUMNS = CELL_COLUMNS + PAIRED_ARMS + ["order"]
 CALIBRATION_COLUMNS = CELL_COLUMNS + CALIBRATION_KEYS + ["threads", "cpus"]
 CHECK_COLUMNS = CELL_COLUMNS + ["check", "status", "value", "advice"]
+DEVICE_KEYS = ["board", "cpu_model", "cpu_count", "memory_capacity_bytes", "os", "python", "torch",
+               "torch_threads", "governor", "gpu", "malloc_env"]
+PROBE_KEYS = ["copy_bytes_per_s", "gemm_flop_per_s", "op_dispatch_ns", "threads", "how"]
+DEVICE_COLUMNS = ["target", "run_id"] + DEVICE_KEYS + ["probe_" + key for key in PROBE_KEYS]
 
 
 def load(paths):
@@ -104,13 +108,15 @@ def long_table(records):
 @dataclass(frozen=True)
 class CellTables:
     """One row per ok cell that recorded timer-overhead pairs (``overhead``), pairs of a filtered
-    plan and its exact twin (``paired``), calibration or placement (``calibration``), and one row
-    per system check of each cell (``system_checks``)."""
+    plan and its exact twin (``paired``), calibration or placement (``calibration``), one row
+    per system check of each cell (``system_checks``), and one row per run of a target, ok or not,
+    with the device its run described (``devices``)."""
 
     overhead: pd.DataFrame
     paired: pd.DataFrame
     calibration: pd.DataFrame
     system_checks: pd.DataFrame
+    devices: pd.DataFrame
 
 
 def _overhead_rows(cell, m):
@@ -146,8 +152,21 @@ def _check_rows(cell, m):
                    advice=check.get("advice"))
 
 
+def _device_rows(records):
+    """The first record of each (target, run) that holds a device description, in record order."""
+    seen = set()
+    for record in records:
+        key, device = (record["target"], record.get("run_id")), record.get("device")
+        if device and key not in seen:
+            seen.add(key)
+            probe = device.get("probe") or {}
+            yield dict({"target": key[0], "run_id": key[1]}, **{k: device.get(k) for k in DEVICE_KEYS},
+                       **{"probe_" + k: probe.get(k) for k in PROBE_KEYS})
+
+
 def cell_tables(records):
-    """The per-cell tables of the ok ``records``; values keep their JSON types (object columns)."""
+    """The per-cell tables of the ok ``records`` and the devices of all of them; values keep their
+    JSON types (object columns)."""
     cells = _cells(records)
     ok = [(_cell(record, cells), record["measurement"]) for record in records if record["status"] == "ok"]
 
@@ -155,4 +174,5 @@ def cell_tables(records):
         return pd.DataFrame([row for cell, m in ok for row in rows(cell, m)], columns=columns, dtype=object)
 
     return CellTables(frame(_overhead_rows, OVERHEAD_COLUMNS), frame(_paired_rows, PAIRED_COLUMNS),
-                      frame(_calibration_rows, CALIBRATION_COLUMNS), frame(_check_rows, CHECK_COLUMNS))
+                      frame(_calibration_rows, CALIBRATION_COLUMNS), frame(_check_rows, CHECK_COLUMNS),
+                      pd.DataFrame(list(_device_rows(records)), columns=DEVICE_COLUMNS, dtype=object))

@@ -59,15 +59,17 @@ class Runner:
         self.names = {}
 
     def _record(self, job, status, **extra):
+        """A journal record of this run; every record, failed ones too, carries the device the run
+        described (``None`` before ``start``)."""
         return dict({"target": self.target.name, "cell_id": job.cell_id, "run_id": self.run_id,
                      "plan": self.plan_name, "status": status, "job": job.to_json(),
-                     "provenance": self.provenance}, **extra)
+                     "provenance": self.provenance, "device": self.device}, **extra)
 
     def _failed(self, job, failure, message, detail=""):
         return self._record(job, "failed", error={"failure": failure, "message": message,
                                                   "detail": detail})
 
-    def run_cell(self, job, device):
+    def run_cell(self, job):
         """The journal record for one cell (never raises for a failure of the cell itself)."""
         try:
             plan = compile_job(job, self.cache)
@@ -85,13 +87,13 @@ class Runner:
         except Exception as exc:  # a bug in host analysis must not lose the device's data
             log.exception("host analysis failed for %s", job.cell_id)
             return dict(self._failed(job, "analysis-error", "%s: %s" % (type(exc).__name__, exc)),
-                        measurement=measurement(run, {}, self.target.name, job.numeric), device=device)
+                        measurement=measurement(run, {}, self.target.name, job.numeric))
         artifacts = {"checkpoint": plan["checkpoint"], "dataset": plan["data"].get("artifact")}
         provenance = dict(self.provenance, seeds=plan["seeds"], threads=job.threads, warmup=job.warmup,
                           artifacts=artifacts,
                           artifact_recipes={sha: self.cache.made(sha) for sha in artifacts.values() if sha})
         return self._record(job, "ok", measurement=measurement(run, analysis, self.target.name, job.numeric),
-                            device=device, update_plan=plan["update_plan"], provenance=provenance)
+                            update_plan=plan["update_plan"], provenance=provenance)
 
     def start(self, jobs):
         """Describe the device once and name the cells; call before ``run_one``."""
@@ -102,7 +104,7 @@ class Runner:
         """Run one cell (with its retries), journal every attempt, return the last record."""
         attempt = 1
         while True:
-            record = dict(self.run_cell(job, self.device), attempt=attempt)
+            record = dict(self.run_cell(job), attempt=attempt)
             self.journal.append(record)
             failure = record.get("error", {}).get("failure")
             if record["status"] == "ok" or failure not in RETRYABLE or attempt > self.retries:

@@ -287,6 +287,7 @@ def test_a_crashing_device_fails_every_cell_and_all_are_recorded(tmp_path):
     records, _ = read_journal(journal.path)
     assert [r["error"]["failure"] for r in records] == ["crash", "crash"]
     assert "Segmentation fault" in records[0]["error"]["detail"]
+    assert [r["device"] for r in records] == [{"board": "stand-in"}] * 2  # which device they failed on
 
 
 def test_an_unreachable_target_is_a_clear_error(tmp_path, capsys, monkeypatch):

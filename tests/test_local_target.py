@@ -16,6 +16,9 @@ def test_runs_a_plan_in_a_fresh_agent():
     assert isinstance(target, Target)
     described = target.describe()
     assert described["memory_capacity_bytes"] > 0 and described["torch"]
+    probe = described["probe"]
+    assert probe["copy_bytes_per_s"] > 0 and probe["gemm_flop_per_s"] > 0 and probe["op_dispatch_ns"] > 0
+    assert probe["threads"] == described["torch_threads"]
     run = target.run(plan_for(method="bp-last-k", resolution=32, steps=3, warmup=1), timeout_s=120)
     phases = [s["phase"] for s in run.steps]
     calibration = run.result["calibration"]

@@ -397,7 +397,8 @@ def test_cells_of_another_mode_get_their_own_group_and_figure(tmp_path):
             "latency_local_mbv2-w0.35_synthetic_r128_b1_overhead.png"} <= set(links)
 
 
-NEW_SECTIONS = ("## Timer overhead", "## Cross-check: saved bytes", "## Calibration", "## System checks")
+NEW_SECTIONS = ("## Devices", "## Timer overhead", "## Cross-check: saved bytes", "## Calibration",
+                "## System checks")
 
 
 def test_an_old_journal_without_the_new_keys_still_renders(tmp_path):
@@ -614,3 +615,36 @@ def test_paired_records_from_before_fault_counts_show_a_dash(tmp_path):
                                  "Gradient filtering against exact backprop"))
     assert row["exact faults/step"] == row["filtered faults/step"] == "—"
     assert row["backward speedup [95% CI]"].startswith("×2.00 [")  # 80 ms exact against 40 ms
+
+
+PROBE_HOW = "best of 7 after one untimed run: copy of 256 MiB fp32, 512 x 512 fp32 mm, 1000 in-place adds"
+DESCRIBED = {"board": "x86_64", "cpu_model": "Xeon", "cpu_count": 2, "memory_capacity_bytes": 24 * 2**30,
+             "os": "Linux-6.1", "python": "3.11.7", "torch": "2.13.0+cpu", "torch_threads": 2,
+             "governor": None, "gpu": None, "malloc_env": {},
+             "probe": {"copy_bytes_per_s": 26.44e9, "gemm_flop_per_s": 347.6e9, "op_dispatch_ns": 1918.0,
+                       "threads": 2, "how": PROBE_HOW}}
+
+
+def test_devices_section_has_one_row_per_run_with_its_probe(tmp_path):
+    old_agent = {key: value for key, value in DESCRIBED.items() if key != "probe"}
+    failed = dict(journal_record("last-layer", run_id="run-3"), status="failed",
+                  error={"failure": "crash", "message": "closed the stream", "detail": ""})
+    del failed["measurement"]
+    records = [dict(journal_record("full", run_id="run-2"), device=DESCRIBED),
+               dict(journal_record("bias-only", run_id="run-2"), device=DESCRIBED),
+               dict(journal_record("bp-last-k", run_id="run-1"),
+                    device=dict(old_agent, malloc_env={"MALLOC_TRIM_THRESHOLD_": "1", "MALLOC_ARENA_MAX": "2"})),
+               dict(failed, device=dict(DESCRIBED, cpu_model="Cortex-A72", board="aarch64"))]
+    text = section(render_journal(records, tmp_path / "r"), "Devices")
+    rows = parse_table(text)
+    assert [(r["run"], r["CPU"]) for r in rows] == [("run-1", "Xeon (x86_64)"), ("run-2", "Xeon (x86_64)"),
+                                                   ("run-3", "Cortex-A72 (aarch64)")]
+    old, new = rows[0], rows[1]
+    assert (new["copy (GB/s, measured)"], new["GEMM (GFLOP/s, measured)"], new["torch call (µs, measured)"],
+            new["probe threads"]) == ("26.4", "348", "1.92", "2")
+    assert {old[key] for key in ("copy (GB/s, measured)", "GEMM (GFLOP/s, measured)",
+                                 "torch call (µs, measured)", "probe threads")} == {"—"}
+    assert old["allocator env"] == "MALLOC_ARENA_MAX=2, MALLOC_TRIM_THRESHOLD_=1"
+    assert (new["allocator env"], new["governor"], new["memory (GiB)"], new["torch (threads)"]) == (
+        "default", "—", "24.0", "2.13.0+cpu (2)")
+    assert text.count(f"- probe: {PROBE_HOW}") == 1

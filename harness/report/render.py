@@ -17,6 +17,7 @@ import pandas as pd
 from ..results import CellTables, cell_tables
 from ..stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from . import checks, figures
+from .devices import devices_section
 from .accuracy import accuracy_grid_section, accuracy_rows, best_rate_means, has_grid
 from .fewshot import Save, fewshot_section, is_episodic
 from .ops import ops_section
@@ -246,7 +247,7 @@ def render(table: pd.DataFrame, out_dir: Path, sources: list[str], cells: CellTa
         _write_atomic(out_dir / name, figures.png_bytes(fig))
         return f"![{escape(alt)}]({name})"
 
-    sections = [_preamble(sources)]
+    sections = [_preamble(sources), devices_section(cells.devices)]
     sections += [_group_section(group, save) for group in groups] or ["No successful results."]
     sections.append(_accuracy_section(groups, save))
     sections.append(accuracy_grid_section(ok[~is_episodic(ok)]))
