@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from .device_info import cpu_model
+
 
 class CacheError(RuntimeError):
     pass
@@ -30,24 +32,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "Model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
 def made_with():
     """What an artifact made in this process was made with: the same recipe gives other bytes under
     another torch, thread count or CPU (reductions are ordered differently), so the record says which."""
     torch = sys.modules.get("torch")
     return {"torch": getattr(torch, "__version__", None),
             "threads": torch.get_num_threads() if torch else None,
-            "python": platform.python_version(), "machine": platform.machine(), "cpu": _cpu_model(),
+            "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_model(),
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
