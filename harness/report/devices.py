@@ -52,5 +52,5 @@ def devices_section(devices: pd.DataFrame) -> str:
     columns = [(header, [escape(row[i]) for row in rows]) for i, header in enumerate(HEADERS)]
     hows = sorted(set(devices["probe_how"].dropna()))
     probes = "\n".join(escape(f"- probe: {how}") for how in hows)
-    return "\n\n".join(part for part in ["## Devices", INTRO, markdown_table(columns, left_aligned=TEXT_COLUMNS), probes]
-                       if part)
+    parts = ["## Devices", INTRO, markdown_table(columns, left_aligned=TEXT_COLUMNS), probes]
+    return "\n\n".join(part for part in parts if part)

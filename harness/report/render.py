@@ -17,8 +17,8 @@ import pandas as pd
 from ..results import CellTables, cell_tables
 from ..stats import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, Interval
 from . import checks, figures
-from .devices import devices_section
 from .accuracy import accuracy_grid_section, accuracy_rows, best_rate_means, has_grid
+from .devices import devices_section
 from .fewshot import Save, fewshot_section, is_episodic
 from .ops import ops_section
 from .tables import (
