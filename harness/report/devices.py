@@ -47,7 +47,7 @@ def devices_section(devices: pd.DataFrame) -> str:
     """One row per run of each target, sorted by target and run id; ``""`` when no record has one."""
     if devices.empty:
         return ""
-    ordered = devices.assign(_run=devices["run_id"].map(str)).sort_values(["target", "_run"], kind="stable")
+    ordered = devices.sort_values(["target", "run_id"], key=lambda column: column.map(str), kind="stable")
     rows = [_row(row) for row in ordered.itertuples(index=False)]
     columns = [(header, [escape(row[i]) for row in rows]) for i, header in enumerate(HEADERS)]
     hows = sorted(set(devices["probe_how"].dropna()))
